@@ -1,0 +1,136 @@
+"The `rfwp` command: help, early failures with the valid choices, run-directory safety, eval, bench."
+import contextlib, io, json, re, subprocess, sys, tomllib
+from dataclasses import fields
+from pathlib import Path
+import pytest
+from rfwp.cli import main, make_parser, subparser, TRAIN_OPTIONS
+from rfwp.train import TrainConfig, PRESETS, SCHEDULES
+from rfwp.tasks import TASKS
+from rfwp.layers import LAYERS
+
+def run(*argv):
+    "Call `main` in-process; return (exit status, stdout, stderr)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: code = main(list(argv))
+        except SystemExit as e: code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+def tiny(steps=6):
+    return ["--depth", "3", "--n-train", "256", "--n-valid", "32", "--n-test", "32", "--n-layers", "1", "--d-model", "16",
+            "--n-heads", "2", "--ff-dim", "32", "--batch-size", "16", "--steps", str(steps), "--eval-every", "3",
+            "--warmup", "2", "--threads", "1", "--no-progress"]
+TINY = tiny()
+
+# ---------------------------------------------------------------- help
+
+def test_console_scripts_declared():
+    p = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert p["project"]["scripts"] == {"rfwp-bench": "rfwp.bench:main", "rfwp": "rfwp.cli:main"}
+
+def test_help_lists_every_option():
+    r = subprocess.run([sys.executable, "-m", "rfwp.cli", "train", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    h = re.sub(r"\s+", " ", r.stdout)
+    for f in fields(TrainConfig):
+        if f.name == "task": continue
+        assert f"--{f.name.replace('_', '-')}" in h, f.name
+    assert set(TRAIN_OPTIONS) == {f.name for f in fields(TrainConfig)} - {"task"}
+    for opt in ("--preset", "--run-dir", "--data-dir", "--resume", "--overwrite", "--device", "--threads", "--no-progress", "--stop-at"):
+        assert opt in h
+    for name in [*TASKS, *PRESETS, *LAYERS]: assert name in h
+    assert "laptop: 0.003" in h and "paper: 0.0003" in h                 # the presets' values are shown
+    # every option has a help text
+    for p in (subparser(make_parser(), "train"), subparser(make_parser(), "eval"), make_parser()):
+        for a in p._actions:
+            assert a.help, a.option_strings
+
+def test_top_level_and_eval_help():
+    code, out, _ = run("--help")
+    assert code == 0 and all(c in out for c in ("train", "eval", "bench"))
+    code, out, _ = run("eval", "--help")
+    assert code == 0 and all(o in out for o in ("--checkpoint", "--split", "--data-dir", "--json"))
+
+def test_bench_delegates():
+    code, out, err = run("bench", "ops", "--help")
+    assert code == 0 and "--shapes" in out
+
+# ---------------------------------------------------------------- early failures
+
+@pytest.mark.parametrize("argv,choices", [
+    (["train", "sorting"], TASKS),
+    (["train", "listops", "--model", "gru"], LAYERS),
+    (["train", "listops", "--preset", "huge"], PRESETS),
+    (["train", "listops", "--schedule", "linear"], SCHEDULES),
+    (["train", "listops", "--device", "tpu"], ["auto", "cpu", "cuda"]),
+    (["eval", "x", "--split", "dev"], ["test", "valid", "train"]),
+    (["frobnicate"], ["train", "eval", "bench"]),
+])
+def test_bad_names_list_valid_choices(argv, choices):
+    code, out, err = run(*argv)
+    assert code == 2
+    for c in choices: assert repr(c) in err or c in err
+
+@pytest.mark.parametrize("argv,word", [
+    (["--lr", "-1"], "--lr"), (["--steps", "0"], "--steps"), (["--dropout", "1.5"], "--dropout"),
+    (["--batch-size", "x"], "--batch-size"), (["--d-model", "100", "--n-heads", "3"], "n_heads"),
+    (["--depth", "40"], "depth"), (["--n-vars", "0"], "--n-vars"),
+])
+def test_bad_values_fail_at_once(argv, word, tmp_path):
+    code, out, err = run("train", "listops", *argv, "--run-dir", str(tmp_path / "r"), "--data-dir", str(tmp_path / "d"))
+    assert code == 2 and word in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()   # nothing was started
+
+# ---------------------------------------------------------------- runs
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    code, out, err = run("train", "listops", *TINY, "--run-dir", str(d / "run"), "--data-dir", str(d / "data"))
+    assert code == 0, err
+    return d, out
+
+def test_train_prints_test_accuracy_and_plot(done_run):
+    d, out = done_run
+    assert re.search(r"test accuracy \d+\.\d\d%", out) and "curves.png" in out
+    assert (d / "run" / "curves.png").stat().st_size > 1000
+
+def test_different_config_refused(done_run):
+    d, _ = done_run
+    before = {f.name: f.read_bytes() for f in (d / "run").iterdir()}
+    code, out, err = run("train", "listops", *TINY, "--lr", "0.05", "--run-dir", str(d / "run"), "--data-dir", str(d / "data"))
+    assert code == 2 and "different config" in err and "lr" in err and "--overwrite" in err
+    assert before == {f.name: f.read_bytes() for f in (d / "run").iterdir()}
+
+def test_overwrite_and_resume(done_run, tmp_path):
+    d, _ = done_run
+    import shutil
+    shutil.copytree(d / "run", tmp_path / "run")
+    args = ["--run-dir", str(tmp_path / "run"), "--data-dir", str(d / "data")]
+    code, out, err = run("train", "listops", *tiny(steps=9), "--resume", *args)
+    assert code == 0, err
+    assert "resuming" in out and json.loads((tmp_path / "run" / "results.json").read_text())["step"] == 9
+    code, out, err = run("train", "listops", *TINY, "--lr", "0.05", "--overwrite", *args)
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 0.05
+
+def test_resume_without_run(tmp_path):
+    code, out, err = run("train", "listops", *TINY, "--resume", "--run-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path / "d"))
+    assert code == 2 and "no run to resume" in err
+
+def test_eval(done_run):
+    d, _ = done_run
+    res = json.loads((d / "run" / "results.json").read_text())
+    code, out, err = run("eval", str(d / "run"), "--data-dir", str(d / "data"), "--json", "--threads", "1")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["acc"] == res["test_acc"] and m["split"] == "test" and m["n"] == 32
+    code, out, err = run("eval", str(d / "run"), "--data-dir", str(d / "data"), "--checkpoint", "last", "--split", "valid")
+    assert code == 0 and "valid accuracy" in out
+
+def test_eval_bad_checkpoint(tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"oops")
+    code, out, err = run("eval", str(tmp_path))
+    assert code == 2 and "truncated" in err
+    code, out, err = run("eval", str(tmp_path / "nothing"))
+    assert code == 2 and "no such checkpoint" in err

@@ -1,0 +1,198 @@
+"The Recurrent Delta Net: the reversal-backward PyTorch path against the per-step reference in float64."
+import pytest, torch
+import rfwp.ops.rdn as rdn
+from rfwp.ops.rdn import (recurrent_delta_rule, recurrent_delta_rule_naive, recurrent_delta_rule_torch,
+                          RecurrentDeltaRuleFn, init_rdn_weights, serial_if_small)
+from rfwp.utils import assert_close, rel_err
+from _helpers import leaves
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    "These shapes are far too small to share between threads; on a busy 2-core machine a second thread only waits."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+NAMES = "o S_T y_T dxq dxk dxv dxb dR_q dR_k dR_v dr_b dS0 dy0".split()
+
+def inputs(B, T, H, D, dtype=torch.float64, seed=0, state=True):
+    "xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0 (S0, y0 zero when not `state`)."
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    S0, y0 = (0.3 * r(B, H, D, D), r(B, H, D)) if state else (torch.zeros(B, H, D, D, dtype=torch.float64), torch.zeros(B, H, D, dtype=torch.float64))
+    x = [r(B, T, H, D), r(B, T, H, D), r(B, T, H, D), r(B, T, H), *init_rdn_weights(H, D, g, torch.float64), S0, y0]
+    return [t.to(dtype) for t in x]
+
+def outputs_and_grads(fn, x, seed=1):
+    """`fn(*leaves)` -> its three outputs (o, S_T, y_T) and the gradient of every input, for a random
+    upstream gradient on every output (drawn in float64, so that different dtypes see the same one)."""
+    xs = leaves(*x)
+    outs = list(fn(*xs))
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype)).sum() for o in outs)
+    loss.backward()
+    return outs + [t.grad for t in xs]
+
+def op(impl):
+    "The public op with the state unpacked, as a function of the ten tensors."
+    def f(*a):
+        o, (S, y) = recurrent_delta_rule(*a[:8], initial_state=(a[8], a[9]), output_final_state=True, impl=impl)
+        return o, S, y
+    return f
+
+SHAPES = [(1, 1, 1, 16), (2, 63, 3, 16), (1, 63, 1, 60), (2, 20, 3, 60), (3, 17, 2, 8), (2, 1, 3, 4)]
+
+@pytest.mark.parametrize("B,T,H,D", SHAPES)
+@pytest.mark.parametrize("state", [True, False])
+def test_torch_matches_naive(B, T, H, D, state):
+    x = inputs(B, T, H, D, state=state)
+    ref, out = outputs_and_grads(op("naive"), x), outputs_and_grads(op("torch"), x)
+    for name, a, b in zip(NAMES, ref, out): assert_close(name, a, b, 1e-10)
+
+def test_function_matches_naive_directly():
+    x = inputs(2, 30, 3, 12)
+    ref, out = outputs_and_grads(recurrent_delta_rule_naive, x), outputs_and_grads(recurrent_delta_rule_torch, x)
+    for name, a, b in zip(NAMES, ref, out): assert_close(name, a, b, 1e-11)
+
+def test_auto_is_torch_on_cpu():
+    x = inputs(1, 9, 2, 8)
+    assert_close("auto", recurrent_delta_rule(*x[:8], impl="torch")[0], recurrent_delta_rule(*x[:8], impl="auto")[0], 0)
+
+def test_comparison_can_fail():
+    "A backward that drops the feedback through h = tanh(y_{t-1}) is detected."
+    def no_feedback(*a):
+        S, y, outs = a[8], a[9], []
+        for t in range(a[0].shape[1]):
+            o, S, y = recurrent_delta_rule_naive(*[z[:, t:t+1] for z in a[:4]], *a[4:8], S, y.detach())
+            outs.append(o)
+        return torch.cat(outs, 1), S, y
+    x = inputs(1, 12, 1, 6)
+    ref, wrong = outputs_and_grads(recurrent_delta_rule_torch, x), outputs_and_grads(no_feedback, x)
+    assert_close("o", ref[0], wrong[0], 1e-12)                    # same forward …
+    with pytest.raises(AssertionError, match="dxq"): assert_close("dxq", ref[3], wrong[3], 1e-6)   # … other gradient
+
+def test_feedback_matters():
+    "With the recurrent weights set to zero the output changes: the feedback path is live."
+    x = inputs(1, 20, 2, 8)
+    o, _ = recurrent_delta_rule(*x[:8])
+    o0, _ = recurrent_delta_rule(*x[:4], *[torch.zeros_like(w) for w in x[4:8]])
+    assert rel_err(o, o0) > 1e-2
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+def test_two_segments_equal_one_pass(impl):
+    x = inputs(2, 41, 3, 16)
+    def two(*a, t1=17):
+        o1, st = recurrent_delta_rule(*[z[:, :t1] for z in a[:4]], *a[4:8], initial_state=(a[8], a[9]), output_final_state=True, impl=impl)
+        o2, (S, y) = recurrent_delta_rule(*[z[:, t1:] for z in a[:4]], *a[4:8], initial_state=st, output_final_state=True, impl=impl)
+        return torch.cat([o1, o2], 1), S, y
+    for name, a, b in zip(NAMES, outputs_and_grads(op(impl), x), outputs_and_grads(two, x)): assert_close(name, a, b, 1e-11)
+
+def test_gradcheck():
+    for shape in [(2, 5, 2, 3), (1, 7, 1, 4), (3, 1, 2, 2)]:
+        x = [t.requires_grad_() for t in inputs(*shape)]
+        assert torch.autograd.gradcheck(RecurrentDeltaRuleFn.apply, x)
+
+def test_backward_twice_on_one_graph():
+    "The backward restores the fast weights in its own copy, so a retained graph gives the same gradients again."
+    x = leaves(*inputs(2, 9, 2, 5))
+    o, S, y = recurrent_delta_rule_torch(*x)
+    g1 = torch.autograd.grad((o.sum(), S.sum(), y.sum()), x, retain_graph=True)
+    g2 = torch.autograd.grad((o.sum(), S.sum(), y.sum()), x)
+    for a, b in zip(g1, g2): assert_close("again", a, b, 0)
+
+def test_saves_only_per_step_vectors():
+    "What the forward keeps for the backward is O(T·D) per head (5D + 1 per step), never a per-step state."
+    B, T, H, D = 2, 200, 3, 16
+    o, S, y = recurrent_delta_rule_torch(*leaves(*inputs(B, T, H, D)))
+    ctx = o.grad_fn
+    kept = sum(t.numel() for t in ctx.saved) + ctx.S_T.numel()
+    assert kept <= (5 * D + 1) * T * B * H + B * H * D * D
+    assert kept < T * B * H * D * D / 2
+
+def test_long_sequence_fp32():
+    "T = 16384 in float32: finite, and outputs, final state and gradients close to a float64 run."
+    x64 = inputs(1, 16384, 2, 16, seed=3, state=False)
+    r64 = outputs_and_grads(op("torch"), x64)
+    r32 = outputs_and_grads(op("torch"), [t.float() for t in x64])
+    for name, a, b in zip(NAMES, r64, r32):
+        assert torch.isfinite(b).all(), name
+        assert rel_err(a, b) < 1e-4, (name, rel_err(a, b))
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_inputs_computed_in_fp32(dtype):
+    x = inputs(1, 33, 2, 16, dtype=torch.float32)
+    xh = [t.to(dtype) for t in x]
+    ref, _ = recurrent_delta_rule(*[t.float() for t in xh[:8]])
+    o, (S, y) = recurrent_delta_rule(*xh[:8], initial_state=(xh[8], xh[9]), output_final_state=True)
+    assert o.dtype == dtype and S.dtype == torch.float32 and y.dtype == torch.float32
+    o2, _ = recurrent_delta_rule(*xh[:8])
+    assert rel_err(ref, o2.float()) < 2e-2
+
+def test_state_defaults():
+    x = inputs(2, 6, 2, 4, state=False)
+    o, st = recurrent_delta_rule(*x[:8])
+    assert st is None and o.shape == (2, 6, 2, 4)
+    o1, _ = recurrent_delta_rule(*x[:8], initial_state=(None, None))
+    o2, _ = recurrent_delta_rule(*x[:8], initial_state=(x[8], None))
+    assert_close("zeros", o, o1, 0); assert_close("zeros", o, o2, 0)
+
+def test_init_rdn_weights():
+    R_q, R_k, R_v, r_b = init_rdn_weights(4, 64, torch.Generator().manual_seed(0))
+    assert R_q.shape == (4, 64, 64) and r_b.shape == (4, 64)
+    assert abs(torch.cat([R_q.flatten(), R_k.flatten(), R_v.flatten()]).std().item() - 1 / 8) < 0.005
+
+def test_thread_count_restored(monkeypatch):
+    torch.set_num_threads(2); n0 = 2
+    x = inputs(1, 8, 2, 4)
+    out = outputs_and_grads(op("torch"), x)
+    assert torch.get_num_threads() == n0
+    monkeypatch.setattr(rdn, "SERIAL_STEP_SIZE", 0)                  # no thread change: same numbers
+    for name, a, b in zip(NAMES, out, outputs_and_grads(op("torch"), x)): assert_close(name, a, b, 1e-13)
+    with pytest.raises(RuntimeError):
+        with serial_if_small(1): raise RuntimeError("inside")
+    assert torch.get_num_threads() == n0
+    torch.set_num_threads(1)
+
+B_, T_, H_, D_ = 2, 9, 3, 4
+def _bad(**kw):
+    xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0 = inputs(B_, T_, H_, D_)
+    a = dict(xq=xq, xk=xk, xv=xv, xb=xb, R_q=R_q, R_k=R_k, R_v=R_v, r_b=r_b)
+    a.update({k: (v(a, S0, y0) if callable(v) else v) for k, v in kw.items()})
+    return a
+
+@pytest.mark.parametrize("kw,match,exc", [
+    (dict(xq=lambda a, S, y: a['xq'][0]), "`xq` must have 4 dims", ValueError),
+    (dict(xv=lambda a, S, y: a['xv'][None]), "`xv` must have 4 dims", ValueError),
+    (dict(xk=lambda a, S, y: a['xk'][:1]), r"`xk` has shape .* B=1 does not match B=2", ValueError),
+    (dict(xv=lambda a, S, y: a['xv'][:, :5]), r"`xv` .* T=5 does not match T=9", ValueError),
+    (dict(xk=lambda a, S, y: a['xk'][:, :, :2]), r"`xk` .* H=2 does not match H=3", ValueError),
+    (dict(xv=lambda a, S, y: a['xv'][..., :3]), r"`xv` .* D=3 does not match D=4", ValueError),
+    (dict(xb=lambda a, S, y: a['xb'][..., None]), "`xb` must have 3 dims", ValueError),
+    (dict(xb=lambda a, S, y: a['xb'][:, :4]), r"`xb` .* T=4 does not match T=9", ValueError),
+    (dict(R_q=lambda a, S, y: a['R_q'][:, :3]), r"`R_q` .* D=3 does not match D=4", ValueError),
+    (dict(R_q=lambda a, S, y: a['R_q'][:2]), r"`R_q` .* H=2 does not match H=3", ValueError),
+    (dict(R_v=lambda a, S, y: a['R_v'][0]), "`R_v` must have 3 dims", ValueError),
+    (dict(r_b=lambda a, S, y: a['r_b'][:, :, None]), "`r_b` must have 2 dims", ValueError),
+    (dict(xk=lambda a, S, y: a['xk'].float()), "`xk` has dtype torch.float32", TypeError),
+    (dict(R_k=lambda a, S, y: a['R_k'].float()), "`R_k` has dtype torch.float32", TypeError),
+    (dict(xq=lambda a, S, y: a['xq'].long()), "`xq` has dtype torch.int64", TypeError),
+    (dict(xb="beta"), "`xb` must be a torch.Tensor", TypeError),
+    (dict(impl="cuda"), "unknown impl='cuda'", ValueError),
+    (dict(impl="triton"), "recurrent_delta_rule: .*use impl='torch'", ValueError),   # float64 (or CPU without the interpreter)
+    (dict(initial_state=lambda a, S, y: S), "`initial_state` must be a pair", TypeError),
+    (dict(initial_state=lambda a, S, y: (S, y, y)), "`initial_state` must be a pair .* length 3", TypeError),
+    (dict(initial_state=lambda a, S, y: (S[:, :, :2], y)), r"`initial_state\[0\] \(S\)` .* D=2 does not match D=4", ValueError),
+    (dict(initial_state=lambda a, S, y: (S[0], y)), r"`initial_state\[0\] \(S\)` must have 4 dims", ValueError),
+    (dict(initial_state=lambda a, S, y: (S, y[:1])), r"`initial_state\[1\] \(y_prev\)` .* B=1 does not match B=2", ValueError),
+    (dict(initial_state=lambda a, S, y: (S, y[..., None])), r"`initial_state\[1\] \(y_prev\)` must have 3 dims", ValueError),
+    (dict(initial_state=lambda a, S, y: (S.float(), y)), r"`initial_state\[0\] \(S\)` has dtype torch.float32", TypeError),
+])
+def test_bad_input(kw, match, exc):
+    with pytest.raises(exc, match=match): recurrent_delta_rule(**_bad(**kw))
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+def test_zero_steps_returns_initial_state(impl):
+    x = inputs(2, 0, 3, 4)
+    o, (S, y) = recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), output_final_state=True, impl=impl)
+    assert o.shape == (2, 0, 3, 4)
+    assert_close("S", x[8], S, 0); assert_close("y", x[9], y, 0)
