@@ -7,10 +7,13 @@ Docs: https://rfwp.github.io/rfwp/ops.html.md"""
 # %% auto #0
 __all__ = ['OPS']
 
-# %% ../../nbs/04b_ops.ipynb #894a4265
+# %% ../../nbs/04b_ops.ipynb #d97d532d
 from .linear import (elu_p1, sum_norm, elu_sumnorm, softmax_fm, dpfp, feature_map, FEATURE_MAPS,
                              linear_attention)
 from .delta import delta_rule
+from .fastnets import delta_mlp, delta_delta, delta_rnn, delta_lstm
+from .rdn import recurrent_delta_rule, init_rdn_weights
 
-# %% ../../nbs/04b_ops.ipynb #0846a0c4
-OPS = dict(linear_attention=linear_attention, delta_rule=delta_rule)
+# %% ../../nbs/04b_ops.ipynb #1e3e22fc
+OPS = dict(linear_attention=linear_attention, delta_rule=delta_rule, delta_mlp=delta_mlp, delta_delta=delta_delta,
+           delta_rnn=delta_rnn, delta_lstm=delta_lstm, recurrent_delta_rule=recurrent_delta_rule)

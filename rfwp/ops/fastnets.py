@@ -270,7 +270,7 @@ class DeltaRNNRecurrence(torch.autograd.Function):
                 e_t = e[t]
                 torch.bmm(kr_[t], R, out=e_t)                           # v̄ = Rᵀ k^r
                 torch.sub(vr_[t], e_t, out=e_t)                         # e = v^r − v̄
-                R.baddbmm_(bk[t], e_t)                                  # R += β k^r eᵀ
+                R.addcmul_(bk[t], e_t)                                  # R += β k^r eᵀ
                 torch.baddbmm(z_[t], torch.softmax(y[t], -1), R, out=y[t + 1])  # y = z + Rᵀ softmax(y_{t-1})
         ctx.save_for_backward(kr, beta_r, e, y, R)
         return y[1:, :, 0], R
@@ -281,28 +281,28 @@ class DeltaRNNRecurrence(torch.autograd.Function):
         kr, beta_r, e, y, R_T = ctx.saved_tensors
         T, N, _, D = e.shape
         s = torch.softmax(y[:-1], -1)                                   # (T, N, 1, D): s_t = softmax(y_{t-1})
-        s_col = s.transpose(-1, -2)                                     # (T, N, D, 1)
-        bk = (beta_r[..., None] * kr).unsqueeze(-1)                     # (T, N, D, 1)
-        kr_ = kr.unsqueeze(2)                                           # (T, N, 1, D)
+        s_col, kr_col, kr_ = s.transpose(-1, -2), kr.unsqueeze(-1), kr.unsqueeze(2)  # columns, rows
+        b = beta_r[..., None, None]                                     # (T, N, 1, 1)
         R = R_T.clone(); Rt = R.mT                                      # restored in place, step by step
         G = torch.zeros_like(R) if gR is None else gR.clone(); Gt = G.mT  # ∂L/∂R_t
         gy = y.new_zeros(T + 1, N, 1, D)                                # gy[t+1] = ∂L/∂y_t
         if gy_out is not None: gy[1:, :, 0] = gy_out
         Gk, dk = torch.empty_like(e), torch.empty_like(e)               # Gᵀk, and G e − R_{t-1}Gᵀk
-        ds = y.new_empty(N, 1, D)
+        ds, bk = y.new_empty(N, 1, D), y.new_empty(N, D, 1)
         with _one_thread():                                             # tiny ops: no intra-op threads
             for t in reversed(range(T)):
                 g = gy[t + 1]
-                G.baddbmm_(s_col[t], g)                                 # read-out: G += s ȳᵀ
+                G.addcmul_(s_col[t], g)                                 # read-out: G += s ȳᵀ
                 torch.bmm(g, Rt, out=ds)                                # s̄ = R_t ȳ
                 torch.bmm(kr_[t], G, out=Gk[t])                         # Gᵀ k
                 torch.bmm(e[t], Gt, out=dk[t])                          # G e
-                R.baddbmm_(bk[t], e[t], alpha=-1)                       # R_{t-1} = R_t − β k eᵀ
+                torch.mul(kr_col[t], b[t], out=bk)                      # β k
+                R.addcmul_(bk, e[t], value=-1)                          # R_{t-1} = R_t − β k eᵀ
                 dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
-                G.baddbmm_(bk[t], Gk[t], alpha=-1)                      # ∂L/∂R_{t-1} = G − β k (Gᵀk)ᵀ
+                G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1} = G − β k (Gᵀk)ᵀ
                 gy[t].add_(_softmax_bwd(ds, s[t]))                      # ȳ_{t-1} += softmax Jacobian · s̄
-        b = beta_r[..., None, None]                                     # (T, N, 1, 1)
-        dbeta = (Gk * e).sum((-1, -2))                                  # kᵀ G e
+        del s, R
+        dbeta = torch.linalg.vecdot(Gk, e)[..., 0]                      # kᵀ G e
         return gy[1:, :, 0], dk.mul_(b)[:, :, 0], Gk.mul_(b)[:, :, 0], dbeta, G, gy[0, :, 0]
 
 # %% ../../nbs/03_fast_nets.ipynb #da690d0e
@@ -407,7 +407,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
                 e_t = e[t]
                 torch.bmm(kr_[t], R, out=e_t)                           # v̄ = Rᵀ k^r
                 torch.sub(vr_[t], e_t, out=e_t)                         # e = v^r − v̄
-                R.baddbmm_(bk[t], e_t)                                  # R += β k^r eᵀ
+                R.addcmul_(bk[t], e_t)                                  # R += β k^r eᵀ
                 s = torch.softmax(h[t].expand(3, N, D), -1).view(3 * N, 1, D)  # softmax(h_prev), once per gate
                 a_t = torch.baddbmm(z_[t], s, R, out=a[t]).view(3, N, D)    # a_g = z_g + R_gᵀ s
                 g = torch.sigmoid(a_t)
@@ -422,8 +422,8 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         kr, beta_r, e, a, h, c, R_T = ctx.saved_tensors
         T, N3, _, D = e.shape; N = N3 // 3
         C1, C2 = _lstm_coeffs(a.view(T, 3, N, D), c)                    # (T, 4, N, D) each
-        bk = (beta_r[..., None] * kr).reshape(T, N3, D, 1)
-        kr_ = kr.reshape(T, N3, 1, D)
+        kr_col, kr_ = kr.reshape(T, N3, D, 1), kr.reshape(T, N3, 1, D)
+        b = beta_r.reshape(T, N3, 1, 1)
         R = R_T.clone(); Rt = R.mT
         G = torch.zeros_like(R) if gR is None else gR.reshape(N3, D, D).clone(); Gt = G.mT
         gh = h.new_zeros(T + 1, N, D)                                   # gh[t+1] = ∂L/∂h_t
@@ -431,23 +431,24 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         gc_t = h.new_zeros(N, D) if gc is None else gc                  # ∂L/∂c_t from c_{t+1}
         out = h.new_empty(T, 4, N, D)                                   # [c̄_{t-1}, ā_i, ā_u, ā_o] per step
         Gk, dk = torch.empty_like(e), torch.empty_like(e)               # Gᵀk, and G e − R_{t-1}Gᵀk
-        ds = h.new_empty(N3, 1, D)
+        ds, bk = h.new_empty(N3, 1, D), h.new_empty(N3, D, 1)
         with _one_thread():                                             # tiny ops: no intra-op threads
             for t in reversed(range(T)):
                 o_t = out[t]
                 torch.mul(C1[t], gc_t, out=o_t); o_t.addcmul_(C2[t], gh[t + 1])  # gates and cell
                 gc_t, da = o_t[0], o_t[1:].view(N3, 1, D)
                 s = torch.softmax(h[t].expand(3, N, D), -1)             # s_t = softmax(h_{t-1}), once per gate
-                G.baddbmm_(s.view(N3, D, 1), da)                        # read-out: G_g += s ā_gᵀ
+                G.addcmul_(s.view(N3, D, 1), da)                        # read-out: G_g += s ā_gᵀ
                 torch.bmm(da, Rt, out=ds)                               # R_g ā_g
                 torch.bmm(kr_[t], G, out=Gk[t])                         # Gᵀ k
                 torch.bmm(e[t], Gt, out=dk[t])                          # G e
-                R.baddbmm_(bk[t], e[t], alpha=-1)                       # R_{t-1} = R_t − β k eᵀ
+                torch.mul(kr_col[t], b[t], out=bk)                      # β k
+                R.addcmul_(bk, e[t], value=-1)                          # R_{t-1} = R_t − β k eᵀ
                 dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
-                G.baddbmm_(bk[t], Gk[t], alpha=-1)                      # ∂L/∂R_{t-1}
+                G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1}
                 gh[t].add_(_softmax_bwd(ds.view(3, N, D).sum(0), s[0])) # h̄_{t-1} += softmax Jacobian · Σ_g R_g ā_g
-        b = beta_r.reshape(T, N3, 1, 1)
-        dbeta = (Gk * e).sum((-1, -2)).view(T, 3, N)                    # kᵀ G e
+        del C1, C2, R
+        dbeta = torch.linalg.vecdot(Gk, e).view(T, 3, N)                # kᵀ G e
         dkr, dvr = dk.mul_(b).view(T, 3, N, D), Gk.mul_(b).view(T, 3, N, D)
         return out[:, 1:], dkr, dvr, dbeta, G.view(3, N, D, D), gh[0], gc_t
 
