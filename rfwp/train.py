@@ -463,7 +463,7 @@ def _train(cfg, dd, run_dir, data_dir, resume, overwrite, progress, stop_at, tes
     objective = OBJECTIVES[spec.objective]
     bar = Bar(cfg.steps, step, desc=cfg.model, enabled=progress and dd.main, log=say)
     status, order, t_start = "done", None, time.time() - elapsed
-    toks, t_log = 0, time.time()  # `sums`: the train statistics since the last train row
+    toks, t_train = 0, 0.0  # `sums`, `toks`, `t_train`: the train statistics since the last train row
     net.train()
     spent = bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes  # a resumed run that used up its time only tests
     with _Signals() as sig:
@@ -471,6 +471,7 @@ def _train(cfg, dd, run_dir, data_dir, resume, overwrite, progress, stop_at, tes
             if order is None or pos >= len(order):  # the batches of an epoch: a function of (seed, epoch)
                 if order is not None: epoch, pos = epoch + 1, 0
                 order = batch_order(enc["train"].lengths, cfg.batch_size, epoch, cfg.data_seed * 7919 + cfg.seed)
+            t0 = time.time()
             b = {k: v.to(dd.device) for k, v in get_batch(enc["train"], order[pos], dd.rank, dd.world).items()}
             logits, _ = net(b["tokens"])
             loss, s = objective(logits, b)
@@ -480,16 +481,16 @@ def _train(cfg, dd, run_dir, data_dir, resume, overwrite, progress, stop_at, tes
             opt.step(); sched.step()
             step, pos, elapsed = step + 1, pos + 1, time.time() - t_start
             for k, v in s.items(): sums[k] = sums.get(k, 0) + v
-            toks += int(b["lengths"].sum())
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                tot = dd.sum({**sums, "tokens_seen": toks})
-                m = summarize(tot); tps = tot["tokens_seen"] / max(time.time() - t_log, 1e-9)
-                rows.append(dict(step=step, epoch=epoch, split="train", **m, lr=sched.get_last_lr()[0], tokens_per_s=round(tps), elapsed_s=round(elapsed, 2)))
-                bar.update(0, loss=f"{m['loss']:.3f}", acc=f"{100 * m['acc']:.1f}%", tok_s=f"{tps:,.0f}")
-                sums, toks, t_log = {}, 0, time.time()
-            bar.update(1)
+            toks += int(b["lengths"].sum()); t_train += time.time() - t0
             flags = dd.sum(dict(time=float(bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes),
                                 stop=float(sig.got is not None or step == stop_at)))
+            if step % cfg.log_every == 0 or step == cfg.steps or flags["time"]:
+                tot = dd.sum({**sums, "tokens_seen": toks})
+                m = summarize(tot); tps = tot["tokens_seen"] / max(t_train, 1e-9)  # evaluation time excluded
+                rows.append(dict(step=step, epoch=epoch, split="train", **m, lr=sched.get_last_lr()[0], tokens_per_s=round(tps), elapsed_s=round(elapsed, 2)))
+                bar.update(0, loss=f"{m['loss']:.3f}", acc=f"{100 * m['acc']:.1f}%", tok_s=f"{tps:,.0f}")
+                sums, toks, t_train = {}, 0, 0.0
+            bar.update(1)
             if step % cfg.eval_every == 0 or step == cfg.steps or flags["time"]:
                 v = evaluate(model, enc["valid"], spec.objective, 4 * cfg.batch_size, dd)
                 rows.append(dict(step=step, epoch=epoch, split="valid", **v, elapsed_s=round(elapsed, 2)))
@@ -497,7 +498,6 @@ def _train(cfg, dd, run_dir, data_dir, resume, overwrite, progress, stop_at, tes
                 if v["acc"] > best:
                     best = v["acc"]; checkpoint("best.pt")
                 checkpoint("last.pt"); report()
-                t_log = time.time()
             if flags["time"]:
                 say(f"time budget of {cfg.max_minutes} minutes reached at step {step}"); break
             if flags["stop"]:
@@ -538,14 +538,14 @@ def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
         cfg = make_config(task, "laptop", model=m, **overrides)
         probe = dataclasses.replace(cfg, steps=6, eval_every=6, log_every=1, max_minutes=0, n_valid=32)
         train(probe, Path(root) / f"probe-{task}-{m}", data_dir, overwrite=True, threads=threads, progress=False, test=False, log=quiet)
-        t = [x["elapsed_s"] for x in json.loads((Path(root) / f"probe-{task}-{m}" / "metrics.json").read_text()) if x["split"] == "train"]
+        pr = [x for x in json.loads((Path(root) / f"probe-{task}-{m}" / "metrics.json").read_text()) if x["split"] == "train"][1:]
+        tps = sum(x["tokens_per_s"] for x in pr) / len(pr)                          # steps 2-6: training throughput
+        t = [x["elapsed_s"] for x in pr]
         steps = max(10, int(0.85 * 60 * minutes / ((t[-1] - t[0]) / (len(t) - 1))))   # 15% for the evaluations
         run = dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // 4), max_minutes=minutes)
         r = train(run, Path(root) / f"{task}-{m}", data_dir, overwrite=True, threads=threads, progress=False, log=quiet)
-        mrows = json.loads((Path(root) / f"{task}-{m}" / "metrics.json").read_text())
-        tps = [x["tokens_per_s"] for x in mrows if x["split"] == "train"]
         row = dict(model=m, params=r["n_params"], steps=r["step"], minutes=round(r["elapsed_s"] / 60, 2),
-                   tokens_per_s=round(sum(tps) / len(tps)), test_acc=round(r["test_acc"], 4))
+                   tokens_per_s=round(tps), test_acc=round(r["test_acc"], 4))
         if "print_acc" in r["test"]: row["test_print_acc"] = round(r["test"]["print_acc"], 4)
         rows.append(row); log(row)
     return rows

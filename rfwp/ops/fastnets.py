@@ -18,15 +18,15 @@ __all__ = ['delta_mlp_naive', 'delta_mlp_torch', 'delta_mlp', 'delta_delta_naive
            'delta_rnn_naive', 'DeltaRNNRecurrence', 'delta_rnn_torch', 'delta_rnn', 'delta_lstm_naive',
            'DeltaLSTMRecurrence', 'delta_lstm_torch', 'delta_lstm']
 
-# %% ../../nbs/03_fast_nets.ipynb #f3b6d4e6
+# %% ../../nbs/03_fast_nets.ipynb #fe4afe28
 def _write(S, k, v, beta):
     "One delta-rule write: S + β k (v − Sᵀk)ᵀ, batched over leading dims."
-    v_old = torch.einsum('...kv,...k->...v', S, k)                       # (..., V)
+    v_old = torch.einsum('...kv,...k->...v', S, k)                      # (..., V)
     return S + torch.einsum('...k,...v->...kv', k, beta[..., None] * (v - v_old))
 
 def _read(S, q):
     "Read-out Sᵀq, batched over leading dims."
-    return torch.einsum('...kv,...k->...v', S, q)                        # (..., V)
+    return torch.einsum('...kv,...k->...v', S, q)                       # (..., V)
 
 # %% ../../nbs/03_fast_nets.ipynb #bf29ed08
 def _check(specs, op, **known):
@@ -115,11 +115,13 @@ def _ln_params(p, name, N, H, D, op):
         if p.dim() not in (2, 3) or p.shape[0] != N or p.shape[-1] != D or (p.dim() == 3 and p.shape[1] != H):
             raise ValueError(f"{op}: `{name}` must have shape (N, D) = ({N}, {D}) or (N, H, D) = ({N}, {H}, {D}), got {tuple(p.shape)}")
         return list(p.unbind(0))
-    if not isinstance(p, (list, tuple)): raise TypeError(f"{op}: `{name}` must be a tensor or a list of N={N} tensors, got {type(p).__name__}")
+    if not isinstance(p, (list, tuple)):
+        raise TypeError(f"{op}: `{name}` must be a tensor or a list of N={N} tensors, got {type(p).__name__}")
     if len(p) != N: raise ValueError(f"{op}: `{name}` must hold N={N} tensors (one per fast block), got {len(p)}")
     for l, w in enumerate(p):
         if not isinstance(w, Tensor): raise TypeError(f"{op}: `{name}[{l}]` must be a tensor, got {type(w).__name__}")
-        if tuple(w.shape) not in ((D,), (H, D)): raise ValueError(f"{op}: `{name}[{l}]` must have shape (D,) = ({D},) or (H, D) = ({H}, {D}), got {tuple(w.shape)}")
+        if tuple(w.shape) not in ((D,), (H, D)):
+            raise ValueError(f"{op}: `{name}[{l}]` must have shape (D,) = ({D},) or (H, D) = ({H}, {D}), got {tuple(w.shape)}")
     return list(p)
 
 # %% ../../nbs/03_fast_nets.ipynb #1ea14c19
@@ -136,11 +138,13 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
     "Delta MLP: a residual fast MLP of N blocks, each two delta-rule layers with LayerNorm and sumnorm(φ) inputs."
     op = "delta_mlp"
     for name, xs in (('ks', ks), ('vs', vs), ('betas', betas)):
-        if not isinstance(xs, (list, tuple)): raise TypeError(f"{op}: `{name}` must be a list of 2N tensors (two fast layers per block), got {type(xs).__name__}")
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError(f"{op}: `{name}` must be a list of 2N tensors (two fast layers per block), got {type(xs).__name__}")
     L = len(ks)
     if L == 0 or L % 2: raise ValueError(f"{op}: `ks` must hold 2N tensors (two fast layers per block), got {L}")
     for name, xs in (('vs', vs), ('betas', betas)):
-        if len(xs) != L: raise ValueError(f"{op}: `{name}` holds {len(xs)} tensors but `ks` holds {L}; both need 2N (two per fast block)")
+        if len(xs) != L:
+            raise ValueError(f"{op}: `{name}` holds {len(xs)} tensors but `ks` holds {L}; both need 2N (two per fast block)")
     N = L // 2
     specs = {'q': (q, "B T H D")}
     for l in range(N):
@@ -183,11 +187,11 @@ def delta_delta_naive(q:Tensor, # queries (B, T, H, D), mapped
         outs.append(_read(S2, elu_sumnorm(q2)))                         # (B, H, D)
     return torch.stack(outs, dim=1), (S1, S2)
 
-# %% ../../nbs/03_fast_nets.ipynb #7cf86ce3
+# %% ../../nbs/03_fast_nets.ipynb #06109c25
 def delta_delta_torch(q, k, v, beta, S1, S2):
     "Delta Delta Net as two chunked `delta_rule` calls."
     D = q.shape[-1]
-    u, S1 = _delta_rule(q, k, v, beta, S1)            # (B, T, H, 3D+1)
+    u, S1 = _delta_rule(q, k, v, beta, S1)                              # (B, T, H, 3D+1)
     q2, k2, v2, b2 = u.split([D, D, D, 1], -1)
     y, S2 = _delta_rule(elu_sumnorm(q2), elu_sumnorm(k2), v2, torch.sigmoid(b2[..., 0]), S2)
     return y, (S1, S2)
@@ -301,7 +305,7 @@ class DeltaRNNRecurrence(torch.autograd.Function):
                 dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
                 G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1} = G − β k (Gᵀk)ᵀ
                 gy[t].add_(_softmax_bwd(ds, s[t]))                      # ȳ_{t-1} += softmax Jacobian · s̄
-        del s, R
+        del s, s_col, R, Rt
         dbeta = torch.linalg.vecdot(Gk, e)[..., 0]                      # kᵀ G e
         return gy[1:, :, 0], dk.mul_(b)[:, :, 0], Gk.mul_(b)[:, :, 0], dbeta, G, gy[0, :, 0]
 
@@ -309,7 +313,7 @@ class DeltaRNNRecurrence(torch.autograd.Function):
 def delta_rnn_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, y0):
     "Delta RNN: chunked delta rule for z, then the sequential read-out with the reversal backward."
     B, T, H, D = q.shape
-    z, S = _delta_rule(q, k, v, beta, S0)            # (B, T, H, D)
+    z, S = _delta_rule(q, k, v, beta, S0)                               # (B, T, H, D)
     y, R = DeltaRNNRecurrence.apply(_steps(z), _steps(kr), _steps(vr), _steps(beta_r),
                                     R0.reshape(B * H, D, D), y0.reshape(B * H, D))
     o = y.view(T, B, H, D).transpose(0, 1)                              # (B, T, H, D)
@@ -383,12 +387,14 @@ def _gate_steps(x):
     return x.permute(1, 3, 0, 2, *range(4, x.dim())).reshape(T, 3, B * H, *x.shape[4:])
 
 def _lstm_coeffs(a, c):
-    "Per-step coefficients of c̄_t and h̄_t in [c̄_{t-1}, ā_i, ā_u, ā_o], from the saved pre-activations and cells."
-    i, u, o = torch.sigmoid(a[:, 0]), a[:, 1], torch.sigmoid(a[:, 2])  # (T, N, D)
-    Ai = (u - c[:-1]) * i * (1 - i)
-    C1 = torch.stack([1 - i, Ai, i, torch.zeros_like(i)], 1)            # (T, 4, N, D)
-    C2 = torch.stack([(1 - i) * o, Ai * o, i * o, c[1:] * o * (1 - o)], 1)
-    return C1, C2
+    "Per-step coefficients for the gate backward, from the saved pre-activations and cells; see the formulas above."
+    T, _, N, D = a.shape
+    K, o, Bo = a.new_empty(T, 3, N, D), torch.sigmoid(a[:, 2]), a.new_empty(T, N, D)
+    i = torch.sigmoid(a[:, 0], out=K[:, 2])                             # i
+    torch.neg(i, out=K[:, 0]).add_(1)                                   # 1 − i
+    torch.sub(a[:, 1], c[:-1], out=K[:, 1]).mul_(i).mul_(K[:, 0])       # (u − c_{t-1}) i (1 − i)
+    torch.mul(c[1:], o, out=Bo).mul_(1 - o)                             # c_t o (1 − o)
+    return K, o, Bo                                                     # (T, 3, N, D), (T, N, D), (T, N, D)
 
 class DeltaLSTMRecurrence(torch.autograd.Function):
     "Recurrent read-out and coupled cell of the Delta LSTM with an O(T·D) reversal backward."
@@ -421,7 +427,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
     def backward(ctx, gh_out, gR, gc):
         kr, beta_r, e, a, h, c, R_T = ctx.saved_tensors
         T, N3, _, D = e.shape; N = N3 // 3
-        C1, C2 = _lstm_coeffs(a.view(T, 3, N, D), c)                    # (T, 4, N, D) each
+        K, o, Bo = _lstm_coeffs(a.view(T, 3, N, D), c)
         kr_col, kr_ = kr.reshape(T, N3, D, 1), kr.reshape(T, N3, 1, D)
         b = beta_r.reshape(T, N3, 1, 1)
         R = R_T.clone(); Rt = R.mT
@@ -431,11 +437,13 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         gc_t = h.new_zeros(N, D) if gc is None else gc                  # ∂L/∂c_t from c_{t+1}
         out = h.new_empty(T, 4, N, D)                                   # [c̄_{t-1}, ā_i, ā_u, ā_o] per step
         Gk, dk = torch.empty_like(e), torch.empty_like(e)               # Gᵀk, and G e − R_{t-1}Gᵀk
-        ds, bk = h.new_empty(N3, 1, D), h.new_empty(N3, D, 1)
+        ds, bk, c_hat = h.new_empty(N3, 1, D), h.new_empty(N3, D, 1), h.new_empty(N, D)
         with _one_thread():                                             # tiny ops: no intra-op threads
             for t in reversed(range(T)):
-                o_t = out[t]
-                torch.mul(C1[t], gc_t, out=o_t); o_t.addcmul_(C2[t], gh[t + 1])  # gates and cell
+                o_t, g = out[t], gh[t + 1]
+                torch.addcmul(gc_t, o[t], g, out=c_hat)                 # ĉ = c̄_t + o h̄_t
+                torch.mul(K[t], c_hat, out=o_t[:3])                     # c̄_{t-1}, ā_i, ā_u
+                torch.mul(Bo[t], g, out=o_t[3])                         # ā_o
                 gc_t, da = o_t[0], o_t[1:].view(N3, 1, D)
                 s = torch.softmax(h[t].expand(3, N, D), -1)             # s_t = softmax(h_{t-1}), once per gate
                 G.addcmul_(s.view(N3, D, 1), da)                        # read-out: G_g += s ā_gᵀ
@@ -447,7 +455,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
                 dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
                 G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1}
                 gh[t].add_(_softmax_bwd(ds.view(3, N, D).sum(0), s[0])) # h̄_{t-1} += softmax Jacobian · Σ_g R_g ā_g
-        del C1, C2, R
+        del K, o, Bo, R, Rt
         dbeta = torch.linalg.vecdot(Gk, e).view(T, 3, N)                # kᵀ G e
         dkr, dvr = dk.mul_(b).view(T, 3, N, D), Gk.mul_(b).view(T, 3, N, D)
         return out[:, 1:], dkr, dvr, dbeta, G.view(3, N, D, D), gh[0], gc_t
