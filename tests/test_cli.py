@@ -96,6 +96,16 @@ def test_train_prints_test_accuracy_and_plot(done_run):
     assert re.search(r"test accuracy \d+\.\d\d%", out) and "curves.png" in out
     assert (d / "run" / "curves.png").stat().st_size > 1000
 
+def test_same_command_again_continues(done_run, tmp_path):
+    "Running a finished run's command again resumes it: nothing to train, the test is reported again."
+    import shutil
+    d, _ = done_run
+    shutil.copytree(d / "run", tmp_path / "run")
+    code, out, err = run("train", "listops", *TINY, "--run-dir", str(tmp_path / "run"), "--data-dir", str(d / "data"))
+    assert code == 0, err
+    assert "resuming" in out and "test accuracy" in out
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["test_acc"] == json.loads((d / "run" / "results.json").read_text())["test_acc"]
+
 def test_different_config_refused(done_run):
     d, _ = done_run
     before = {f.name: f.read_bytes() for f in (d / "run").iterdir()}

@@ -119,6 +119,17 @@ def test_overwrite(data_dir, tmp_path):
     res = train(tiny(steps=4, eval_every=2, lr=0.01), tmp_path, data_dir, overwrite=True, **QUIET)
     assert res["status"] == "done" and json.loads((tmp_path / "config.json").read_text())["lr"] == 0.01
 
+def test_codeexec_run(data_dir, tmp_path):
+    "The token objective through the whole loop: metrics with print accuracy, a test row."
+    small = {k: v for k, v in TINY.items() if k != "depth"}
+    cfg = make_config("codeexec", "laptop", **{**small, "n_train": 64, "n_valid": 16, "n_test": 16, "batch_size": 8,
+                                               "steps": 4, "eval_every": 2})
+    res = train(cfg, tmp_path, data_dir, **QUIET)
+    assert res["status"] == "done" and {"acc", "print_acc", "token_acc"} <= set(res["test"])
+    rows = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["split"] for r in rows].count("valid") == 2
+    assert all("print_acc" in r for r in rows)
+
 # ---------------------------------------------------------------- checkpoints
 
 def test_atomic_save_keeps_old_file(tmp_path, monkeypatch):
