@@ -16,7 +16,8 @@ from .layers import LAYERS
 from .models import ModelConfig, SeqModel
 
 # %% auto #0
-__all__ = ['TRAIN_OPTIONS', 'make_parser', 'subparser', 'default_run_dir', 'cmd_train', 'cmd_eval', 'main']
+__all__ = ['TRAIN_OPTIONS', 'EXTERNAL', 'EXTERNAL_COMMANDS', 'make_parser', 'subparser', 'default_run_dir', 'cmd_train',
+           'cmd_eval', 'main']
 
 # %% ../nbs/11_cli.ipynb #c27732e9
 def _positive(s:str) -> int:
@@ -81,6 +82,10 @@ def _preset_values(name:str) -> str:
     vals = {p: make_config("listops", p).to_dict()[name] for p in PRESETS}
     return ", ".join(f"{p}: {v}" for p, v in vals.items())
 
+# Tasks whose commands live in their own module: `rfwp train lm ...` calls `rfwp.lm.main(["train", ...])`.
+EXTERNAL = {"lm": "rfwp.lm", "atari": "rfwp.atari"}
+EXTERNAL_COMMANDS = {"generate": "rfwp.lm"}  # top-level commands owned by a task module
+
 # %% ../nbs/11_cli.ipynb #64e50bac
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     "Show defaults, except the unset (None) and flag ones."
@@ -91,13 +96,15 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 def make_parser() -> argparse.ArgumentParser:
     "The `rfwp` argument parser."
     p = argparse.ArgumentParser(prog="rfwp", description="Recurrent Fast Weight Programmers: train and evaluate on the paper's tasks, benchmark the ops.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,bench}", help="what to do")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,bench}", help="what to do")
     t = sub.add_parser("train", help="train a model on a task", description=(
         "Train a model on a task and print its test accuracy. With no options: the laptop preset. "
         "Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
-        "Ctrl-C or SIGTERM write a checkpoint and stop; continue with --resume."),
+        "Ctrl-C or SIGTERM write a checkpoint and stop; continue with --resume. "
+        "Language modelling and Atari have their own options: `rfwp train lm --help`, `rfwp train atari --help`."),
         formatter_class=_Formatter)
-    t.add_argument("task", choices=list(TASKS), help="; ".join(f"{k}: {v['about']}" for k, v in TASKS.items()))
+    t.add_argument("task", choices=list(TASKS) + list(EXTERNAL), help="; ".join(f"{k}: {v['about']}" for k, v in TASKS.items())
+               + "; lm: language modelling (see `rfwp train lm --help`); atari: Atari 2600 RL (see `rfwp train atari --help`)")
     t.add_argument("--preset", choices=list(PRESETS), default="laptop",
                    help=" ".join(f"{k.upper()}: {v.why}" for k, v in PRESETS.items()).replace("%", "%%"))
     g = t.add_argument_group("config (unset options take the preset's value)")
@@ -118,13 +125,14 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-at", type=_positive, default=None, help="stop after this step as if interrupted (to try --resume)")
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on a split", description="Evaluate a run's checkpoint and print loss and accuracy.",
                        formatter_class=_Formatter)
-    e.add_argument("run_dir", help="a run directory written by `rfwp train` (or a checkpoint file)")
+    e.add_argument("run_dir", help="a run directory written by `rfwp train` (or a checkpoint file); `rfwp eval lm ...` and `rfwp eval atari ...` have their own options")
     e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
     e.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split of the run's dataset")
     e.add_argument("--data-dir", default="data", help="where the run's dataset is (generated again if missing)")
     e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to evaluate")
     e.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    sub.add_parser("generate", help="sample text from a language-model checkpoint (see `rfwp generate --help`)", add_help=False)
     b = sub.add_parser("bench", help="benchmarks of the ops (see `rfwp bench ops --help`)", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER, help="arguments of `python -m rfwp.bench`")
     return p
@@ -171,12 +179,21 @@ def cmd_eval(a:argparse.Namespace, parser) -> int:
     return 0
 
 # %% ../nbs/11_cli.ipynb #fbc64393
+def _external(argv:list[str]) -> tuple[str, list[str]]|None:
+    "The module and its argv when `argv` names a task or command implemented outside this module."
+    if len(argv) >= 2 and argv[0] in ("train", "eval") and argv[1] in EXTERNAL: return EXTERNAL[argv[1]], [argv[0]] + argv[2:]
+    if argv[:1] and argv[0] in EXTERNAL_COMMANDS: return EXTERNAL_COMMANDS[argv[0]], argv
+    return None
+
 def main(argv:list[str]|None=None) -> int:
     "The `rfwp` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:  # everything after `bench` belongs to rfwp.bench
         from rfwp.bench import main as bench_main
         bench_main(argv[1:]); return 0
+    if (ext := _external(argv)) is not None:
+        import importlib
+        return importlib.import_module(ext[0]).main(ext[1])
     parser = make_parser()
     a = parser.parse_args(argv)
     try: return {"train": cmd_train, "eval": cmd_eval}[a.command](a, subparser(parser, a.command))

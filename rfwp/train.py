@@ -539,9 +539,12 @@ def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
         probe = dataclasses.replace(cfg, steps=6, eval_every=6, log_every=1, max_minutes=0, n_valid=32)
         train(probe, Path(root) / f"probe-{task}-{m}", data_dir, overwrite=True, threads=threads, progress=False, test=False, log=quiet)
         pr = [x for x in json.loads((Path(root) / f"probe-{task}-{m}" / "metrics.json").read_text()) if x["split"] == "train"][1:]
+        if len(pr) < 2: raise RuntimeError(f"compare_models: the probe run of {m} logged {len(pr) + 1} train rows, expected 6 "
+                                           f"(is another process using {root}?)")
         tps = sum(x["tokens_per_s"] for x in pr) / len(pr)                          # steps 2-6: training throughput
         t = [x["elapsed_s"] for x in pr]
-        steps = max(10, int(0.85 * 60 * minutes / ((t[-1] - t[0]) / (len(t) - 1))))   # 15% for the evaluations
+        sec = max((t[-1] - t[0]) / (len(t) - 1), 1e-3)                              # seconds per step
+        steps = max(10, int(0.85 * 60 * minutes / sec))                             # 15% for the evaluations
         run = dataclasses.replace(cfg, steps=steps, eval_every=max(1, steps // 4), max_minutes=minutes)
         r = train(run, Path(root) / f"{task}-{m}", data_dir, overwrite=True, threads=threads, progress=False, log=quiet)
         row = dict(model=m, params=r["n_params"], steps=r["step"], minutes=round(r["elapsed_s"] / 60, 2),
