@@ -56,6 +56,19 @@ def test_bench_delegates():
     code, out, err = run("bench", "ops", "--help")
     assert code == 0 and "--shapes" in out
 
+@pytest.mark.parametrize("argv,prog,word", [
+    (["train", "lm", "--help"], "rfwp train lm", "--text"),
+    (["eval", "lm", "--help"], "rfwp eval lm", "--split"),
+    (["generate", "--help"], "rfwp generate", "--temperature"),
+    (["train", "atari", "--help"], "rfwp train atari", "--game"),
+    (["eval", "atari", "--help"], "rfwp eval atari", "--episodes"),
+])
+def test_task_modules_own_their_commands(argv, prog, word):
+    "`rfwp train lm ...` etc. are forwarded to rfwp.lm / rfwp.atari with the task name removed."
+    r = subprocess.run([sys.executable, "-m", "rfwp.cli", *argv], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: {prog}") and word in r.stdout, r.stdout[:300]
+
 # ---------------------------------------------------------------- early failures
 
 @pytest.mark.parametrize("argv,choices", [
