@@ -2,11 +2,17 @@
 
 Markdown cells are copied; code cells become ```python blocks, followed by their text output when the
 notebook holds one. Cells marked `#| hide` are dropped and `#|` directive lines removed, as nbdev does.
+Relative links and images are written for nbs/ (where index.ipynb and the website's pages live) and are
+rebased onto the repository root here, so `00_utils.ipynb` becomes `nbs/00_utils.ipynb`.
 Run `python tools/build_readme.py --check` to fail when README.md is out of date (CI does)."""
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parent.parent
+
+def rebase(md, prefix="nbs/"):
+    "Prefix relative link and image targets of markdown `md` (not URLs, anchors or absolute paths) with `prefix`."
+    return re.sub(r"(\]\()(?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)", lambda m: m.group(1) + prefix + m.group(2), md)
 
 def render(nb_path):
     nb = json.loads(Path(nb_path).read_text())
@@ -18,7 +24,7 @@ def render(nb_path):
         if any(d.replace(" ", "") in ("#|hide", "#|export", "#|exporti") for d in directives): continue
         body = "\n".join(l for l in lines if not l.startswith("#|")).strip()
         if not body: continue
-        if cell["cell_type"] == "markdown": parts.append(body)
+        if cell["cell_type"] == "markdown": parts.append(rebase(body))
         elif cell["cell_type"] == "code":
             parts.append(f"```python\n{body}\n```")
             for out in cell.get("outputs", []):

@@ -1,0 +1,277 @@
+"Atari RL: game names, environments, V-trace against its definition, state resets at episode ends, step == unroll, exact resume, CLI."
+import json, os, subprocess, sys
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ale_py")
+from rfwp.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, AtariConfig, make_config, evaluate,
+                        impala_loss, load_agent, main, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state)
+from rfwp.train import CheckpointError
+
+torch.set_num_threads(1)
+
+# ---------------------------------------------------------------- games and environments
+@pytest.mark.parametrize("name,want", [("pong", "pong"), ("Pong", "pong"), ("SpaceInvaders", "space_invaders"),
+                                       ("ALE/MsPacman-v5", "ms_pacman"), ("BreakoutNoFrameskip-v4", "breakout"),
+                                       ("space-invaders", "space_invaders"), ("spaceinvaders", "space_invaders")])
+def test_resolve_game(name, want): assert resolve_game(name) == want
+
+@pytest.mark.parametrize("bad", ["pongg", "breakot", "", "zzzz"])
+def test_resolve_game_unknown(bad):
+    with pytest.raises(ValueError, match="game: ") as e: resolve_game(bad)
+    if bad in ("pongg", "breakot"): assert "close matches: " + bad[:4] in str(e.value)
+
+def test_envs_reset_deterministic_and_shapes():
+    env = AtariEnvs("pong", 3)
+    a = torch.from_numpy(np.random.default_rng(0).integers(0, env.n_actions, (40, 3)))
+    runs = []
+    for _ in range(2):
+        o = env.reset(seed=7); obs = [o]
+        for t in range(40): o, r, d, fin = env.step(a[t]); obs.append(o)
+        runs.append(torch.stack(obs))
+    env.close()
+    assert runs[0].shape == (41, 3, 4, 84, 84) and runs[0].dtype == torch.uint8
+    assert torch.equal(runs[0], runs[1])                       # a seeded restart replays exactly (resume relies on it)
+
+def test_envs_episode_scores_are_raw():
+    "A random Pong game ends at -21..-(something) raw points; the score is the sum of raw rewards."
+    env = AtariEnvs("pong", 2)
+    env.reset(seed=0); total, fins = np.zeros(2), []
+    g = torch.Generator().manual_seed(0)
+    while len(fins) < 1:
+        o, r, d, fin = env.step(torch.randint(0, 6, (2,), generator=g))
+        total += r.numpy()
+        for i, s, n in fin: fins.append((i, s, total[i])); total[i] = 0
+        assert d.tolist() == [any(f[0] == i for f in fin) for i in range(2)]
+    env.close()
+    i, s, t = fins[0]
+    assert s == t and s <= -15                                 # raw points, not clipped per step sums of something else
+
+def test_episodic_life_done_without_game_over():
+    env = AtariEnvs("breakout", 1, episodic_life=True)
+    env.reset(seed=0); g = torch.Generator().manual_seed(0)
+    lost = None
+    for t in range(3000):
+        o, r, d, fin = env.step(torch.randint(0, 4, (1,), generator=g))
+        if d[0] and not fin: lost = t; break
+    env.close()
+    assert lost is not None                                    # a lost life signals done while the game goes on
+
+# ---------------------------------------------------------------- V-trace
+def _vt_inputs(B, T, seed, p_done=0.15):
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    done = torch.rand(B, T, generator=g) < p_done
+    return dict(log_rhos=r(B, T), discounts=0.99 * (~done).double(), rewards=r(B, T), values=r(B, T), bootstrap=r(B))
+
+@pytest.mark.parametrize("B,T,seed", [(1, 1, 0), (2, 7, 1), (3, 50, 2), (4, 13, 3)])
+@pytest.mark.parametrize("rho_bar,c_bar", [(1.0, 1.0), (2.5, 0.7), (float("inf"), float("inf"))])
+def test_vtrace_matches_definition(B, T, seed, rho_bar, c_bar):
+    x = _vt_inputs(B, T, seed)
+    ref = vtrace_naive(**x, rho_bar=rho_bar, c_bar=c_bar)
+    out = vtrace(**x, rho_bar=rho_bar, c_bar=c_bar)
+    for a, b in zip(ref, out): torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+def test_vtrace_on_policy_is_nstep_return_and_done_cuts():
+    B, T, g = 2, 9, 0.97
+    x = _vt_inputs(B, T, 5, p_done=0.0)
+    x["log_rhos"].zero_(); x["discounts"].fill_(g)
+    vs, adv = vtrace(**x)
+    for s in (0, 4, 8):
+        n = sum(g ** (i - s) * x["rewards"][:, i] for i in range(s, T)) + g ** (T - s) * x["bootstrap"]
+        torch.testing.assert_close(vs[:, s], n)
+    x["discounts"][:, 3] = 0                                   # the episode ends after step 3
+    vs2, _ = vtrace(**x)
+    torch.testing.assert_close(vs2[:, 0], sum(g ** i * x["rewards"][:, i] for i in range(4)))
+    torch.testing.assert_close(vs2[:, 4:], vs[:, 4:])          # nothing after the end changes what came before ... and vice versa
+
+def test_vtrace_bad_shapes():
+    x = _vt_inputs(2, 5, 0)
+    with pytest.raises(ValueError, match="`values`"): vtrace(**{**x, "values": x["values"][:, :4]})
+    with pytest.raises(ValueError, match="`bootstrap`"): vtrace(**{**x, "bootstrap": x["bootstrap"][:1]})
+
+def test_impala_loss_parts():
+    "The loss equals its definition computed by hand (on-policy: advantages are n-step returns minus values)."
+    torch.manual_seed(0)
+    B, T, A = 2, 5, 4
+    logits = torch.randn(B, T + 1, A, dtype=torch.float64, requires_grad=True)
+    values = torch.randn(B, T + 1, dtype=torch.float64, requires_grad=True)
+    actions, rewards = torch.randint(0, A, (B, T)), torch.randn(B, T, dtype=torch.float64)
+    dones = torch.zeros(B, T, dtype=torch.bool); dones[0, 2] = True
+    loss, parts = impala_loss(logits, values, actions, logits[:, :-1].detach(), rewards, dones, 0.9, 0.5, 0.01)
+    vs, _ = vtrace_naive(torch.zeros(B, T, dtype=torch.float64), 0.9 * (~dones).double(), rewards, values[:, :-1].detach(), values[:, -1].detach())
+    logp = torch.log_softmax(logits[:, :-1], -1)
+    vs_next = torch.cat([vs[:, 1:], values[:, -1:].detach()], 1)
+    adv = rewards + 0.9 * (~dones).double() * vs_next - values[:, :-1].detach()
+    want = (-(logp.gather(-1, actions[..., None])[..., 0] * adv).sum() + 0.25 * ((vs - values[:, :-1]) ** 2).sum()
+            + 0.01 * (logp.exp() * logp).sum())
+    torch.testing.assert_close(loss, want)
+    assert abs(parts["rho_mean"] - 1) < 1e-12
+
+# ---------------------------------------------------------------- cores: state resets and step == unroll
+def _cores(n_in=9):
+    torch.manual_seed(0)
+    out = {"lstm": LSTMCore(n_in, 16)}
+    for k in CORES[1:]: out[k] = FWPCore(k, n_in, d_model=16, n_layers=2, n_heads=2, ff_dim=32, impl="torch")
+    return {k: c.double() for k, c in out.items()}
+
+def _flat(state):
+    if isinstance(state, torch.Tensor): return [state]
+    return [t for s in state for t in _flat(s)]
+
+@pytest.mark.parametrize("kind", CORES)
+def test_zero_state_is_the_none_state(kind):
+    core = _cores()[kind]
+    x = torch.randn(3, 6, 9, dtype=torch.float64)
+    y0, s0 = core(x, None)
+    y1, s1 = core(x, zero_state(core, 3, 9))
+    torch.testing.assert_close(y1, y0); [torch.testing.assert_close(b, a) for a, b in zip(_flat(s0), _flat(s1))]
+
+@pytest.mark.parametrize("kind", CORES)
+def test_done_resets_exactly_that_env(kind):
+    "A done flag at step t of game b zeroes game b's state before step t and leaves the other games untouched."
+    core = _cores()[kind]
+    B, T, t_done, b = 3, 7, 4, 1
+    x = torch.randn(B, T, 9, dtype=torch.float64)
+    s0 = [tuple(torch.randn_like(t) for t in s) for s in zero_state(core, B, 9)] if kind != "lstm" else \
+         tuple(torch.randn_like(t) for t in zero_state(core, B, 9))
+    done = torch.zeros(B, T, dtype=torch.bool); done[b, t_done] = True
+    with torch.no_grad():
+        y, s = run_core(core, x, s0, done)
+        y_ref, s_ref = run_core(core, x, s0, torch.zeros_like(done))           # no episode end
+        y_new, s_new = core(x[b:b + 1, t_done:], None)                         # game b from scratch at t_done
+    others = [i for i in range(B) if i != b]
+    torch.testing.assert_close(y[others], y_ref[others], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[b, :t_done], y_ref[b, :t_done], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[b:b + 1, t_done:], y_new, rtol=1e-10, atol=1e-10)
+    for a, r, n in zip(_flat(s), _flat(s_ref), _flat(s_new)):
+        torch.testing.assert_close(a[others], r[others], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a[b:b + 1], n, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(y[b, t_done:], y_ref[b, t_done:])           # the reset did change game b
+
+@pytest.mark.parametrize("kind", CORES)
+def test_step_by_step_equals_unroll_with_dones(kind):
+    "Acting (T=1 calls, state carried) and learning (one call over the unroll) compute the same outputs and state."
+    core = _cores()[kind]
+    B, T = 3, 11
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(B, T, 9, dtype=torch.float64, generator=g)
+    done = torch.rand(B, T, generator=g) < 0.25; done[:, 0] = True; done[0, 5] = done[2, 5] = True
+    with torch.no_grad():
+        y, s = run_core(core, x, zero_state(core, B, 9), done)
+        st, ys = zero_state(core, B, 9), []
+        for t in range(T):
+            yt, st = run_core(core, x[:, t:t + 1], st, done[:, t:t + 1]); ys.append(yt)
+    torch.testing.assert_close(torch.cat(ys, 1), y, rtol=1e-10, atol=1e-10)
+    for a, b in zip(_flat(st), _flat(s)): torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+@pytest.mark.parametrize("core", ["lstm", "rdn"])
+def test_agent_step_vs_unroll_and_gradients(core):
+    "The whole agent (Nature CNN + reward + core): stepping == unroll, and the unroll's gradient reaches every parameter."
+    torch.manual_seed(0)
+    net = AtariNet(AgentConfig(core=core, encoder="nature", impl="torch")).double()
+    B, T = 2, 6
+    obs = torch.randint(0, 256, (B, T, 4, 84, 84), dtype=torch.uint8)
+    rew, done = torch.randn(B, T).clamp(-1, 1), torch.zeros(B, T, dtype=torch.bool); done[1, 3] = True
+    lg, v, _ = net(obs, rew, done, net.initial_state(B))
+    with torch.no_grad():
+        st, out = net.initial_state(B), []
+        for t in range(T):
+            l1, v1, st = net(obs[:, t:t + 1], rew[:, t:t + 1], done[:, t:t + 1], st); out.append(torch.cat([l1, v1[..., None]], -1))
+    torch.testing.assert_close(torch.cat(out, 1), torch.cat([lg, v[..., None]], -1).detach(), rtol=1e-10, atol=1e-10)
+    (lg.sum() + v.sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+def test_impala_encoder_shapes():
+    net = AtariNet(AgentConfig(core="delta", encoder="impala", n_actions=4))
+    assert net.n_in == 257 and net.core.inp.in_features == 257
+    lg, v, s = net(torch.zeros(1, 2, 4, 84, 84, dtype=torch.uint8), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool), None)
+    assert lg.shape == (1, 2, 4) and v.shape == (1, 2)
+
+def test_agent_config_errors():
+    with pytest.raises(ValueError, match="core: unknown core 'foo'"): AgentConfig(core="foo")
+    with pytest.raises(ValueError, match="encoder"): AgentConfig(encoder="resnet")
+    with pytest.raises(ValueError, match="n_envs"): make_config("laptop", n_envs=0)
+    with pytest.raises(ValueError, match="preset"): make_config("desktop")
+    with pytest.raises(ValueError, match="close matches"): make_config("laptop", game="pongg")
+
+# ---------------------------------------------------------------- training: exact resume, run dirs, CLI
+TINY = dict(game="pong", encoder="nature", n_envs=2, unroll=5, frames=2 * 5 * 4 * 6, log_every=1, ckpt_every=2)
+
+def _rows(d): return json.loads((Path(d) / "metrics.json").read_text())
+
+def _strip(rows): return [{k: v for k, v in r.items() if k not in ("fps", "elapsed_s")} for r in rows]
+
+@pytest.mark.parametrize("core", ["lstm", "delta"])
+def test_resume_is_exact(tmp_path, core):
+    cfg = make_config("laptop", core=core, **TINY)
+    quiet = lambda *a, **k: None
+    full = train(cfg, tmp_path / "full", progress=False, log=quiet)
+    assert full["update"] == 6 and full["frames"] == 240
+    part = train(replace(cfg), tmp_path / "part", progress=False, stop_at=4, log=quiet)
+    assert part["status"] == "interrupted" and part["update"] == 4
+    res = train(replace(cfg), tmp_path / "part", resume=True, progress=False, log=quiet)
+    assert res["update"] == 6
+    assert _strip(_rows(tmp_path / "part")) == _strip(_rows(tmp_path / "full"))
+    a, b = torch.load(tmp_path / "full" / "last.pt"), torch.load(tmp_path / "part" / "last.pt")
+    for k in a["model"]: assert torch.equal(a["model"][k], b["model"][k]), k
+    assert (tmp_path / "full" / "curves.png").exists() and (tmp_path / "full" / "episodes.csv").exists()
+
+def test_run_dir_protection(tmp_path):
+    quiet = lambda *a, **k: None
+    cfg = make_config("laptop", core="lstm", **{**TINY, "frames": 40})
+    train(cfg, tmp_path / "r", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="already holds this run"): train(replace(cfg), tmp_path / "r", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="different config"): train(replace(cfg, lr=1e-3), tmp_path / "r", resume=True, progress=False, log=quiet)
+    with pytest.raises(ValueError, match="no run to resume"): train(replace(cfg), tmp_path / "none", resume=True, progress=False, log=quiet)
+    (tmp_path / "r" / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot be read"): train(replace(cfg, frames=80), tmp_path / "r", resume=True, progress=False, log=quiet)
+
+def test_cli_train_eval_video(tmp_path, capsys):
+    rd = tmp_path / "run"
+    # Breakout: a random agent's games are short (5 lives of ~40 steps), so that the evaluation is quick; sampled
+    # actions, as a greedy untrained agent may never press FIRE to serve the ball after a lost life
+    args = ["train", "--core", "rdn", "--game", "Breakout", "--n-envs", "2", "--unroll", "5", "--frames", "80", "--run-dir", str(rd), "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 2 and "already holds this run" in capsys.readouterr().err
+    net, cfg = load_agent(rd)
+    assert cfg["core"] == "rdn" and cfg["game"] == "breakout" and net.cfg.n_actions == 4
+    gif = tmp_path / "ep.gif"
+    assert main(["eval", str(rd / "last.pt"), "--episodes", "2", "--sample", "--video", str(gif), "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "breakout: 2 episodes (sampled), score" in out and gif.stat().st_size > 1000
+    e = json.loads((tmp_path / "e.json").read_text())
+    assert len(e["scores"]) == 2 and abs(e["mean"] - np.mean(e["scores"])) < 1e-9
+
+@pytest.mark.parametrize("args,msg", [(["train", "--game", "pongg"], "close matches: pong"),
+                                      (["train", "--core", "gru"], "unknown core 'gru'; choose from lstm"),
+                                      (["train", "--n-envs", "0", "--frames", "10"], "n_envs: must be a positive int"),
+                                      (["eval", "/nonexistent/last.pt"], "no such checkpoint")])
+def test_cli_errors(args, msg, capsys):
+    try: rc = main(args)
+    except SystemExit as e: rc = e.code
+    assert rc == 2 and msg in capsys.readouterr().err
+
+def test_cli_help_and_list_games(capsys):
+    with pytest.raises(SystemExit): main(["train", "--help"])
+    h = capsys.readouterr().out
+    for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 4000000"): assert opt in h
+    assert main(["train", "--list-games"]) == 0 and "space_invaders" in capsys.readouterr().out
+
+def test_torchrun_two_learners(tmp_path):
+    "Two data-parallel learners (gloo): each plays its own games, the frame count covers both."
+    import shutil
+    if shutil.which("torchrun") is None: pytest.skip("torchrun not on PATH")
+    rd = tmp_path / "ddp"
+    code = "import sys; from rfwp.atari import main; sys.exit(main(sys.argv[1:]))"
+    script = tmp_path / "run.py"; script.write_text(code)
+    r = subprocess.run(["torchrun", "--nproc-per-node", "2", str(script), "train", "--core", "delta", "--n-envs", "2", "--unroll", "5",
+                        "--frames", "160", "--log-every", "1", "--run-dir", str(rd), "--no-progress"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = _rows(rd)
+    assert [x["frames"] for x in rows] == [80, 160]            # 2 learners x 2 games x 5 steps x 4 frames per update
+    assert "2 x 2 games" in r.stdout

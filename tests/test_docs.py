@@ -1,0 +1,262 @@
+"""The website in a real headless browser (Debian's chromium, driven over the DevTools protocol).
+
+Checks the committed docs/ (or the build in $RFWP_DOCS_DIR, as CI does): every page loads without
+console errors or failed requests, every internal link and anchor resolves, every image (the plots)
+decodes, the math typesets, every notebook has a page and every exported function and class an API
+entry with its signature, docstring and parameters. Screenshots of the home page and of one tutorial
+page are written to $RFWP_ARTIFACTS (default build/test-artifacts/). Without chromium the browser
+tests are skipped, except under CI, where they fail."""
+import base64, contextlib, functools, html.parser, http.server, importlib, inspect, json, os, re, shutil
+import subprocess, tempfile, threading, time, urllib.parse, urllib.request
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = Path(os.environ.get("RFWP_DOCS_DIR") or ROOT/"docs").resolve()
+ARTIFACTS = Path(os.environ.get("RFWP_ARTIFACTS") or ROOT/"build"/"test-artifacts")
+TUTORIAL = "02_delta_rule.html"  # the tutorial page that gets a screenshot
+
+def notebook_stems(): return sorted(p.stem for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startswith(("_", ".")))
+
+@functools.cache
+def pages(): return sorted(p.relative_to(SITE).as_posix() for p in SITE.rglob("*.html"))
+
+class _Parse(html.parser.HTMLParser):
+    "Collects the ids, links and images of one page."
+    def __init__(self):
+        super().__init__(); self.ids, self.links, self.imgs = set(), [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for k in ("id", "name"):
+            if a.get(k): self.ids.add(a[k])
+        if tag == "a" and a.get("href"): self.links.append(a["href"])
+        if tag == "link" and a.get("href") and a.get("rel") in ("stylesheet", "icon"): self.links.append(a["href"])
+        if tag in ("img", "script") and a.get("src"): (self.imgs if tag == "img" else self.links).append(a["src"])
+
+@functools.cache
+def parsed(page):
+    p = _Parse(); p.feed((SITE/page).read_text()); return p
+
+def site_required():
+    if not (SITE/"index.html").exists(): pytest.fail(f"no site at {SITE}: run `python tools/build_docs.py`")
+
+# ------------------------------------------------------------------ static checks (no browser)
+def test_every_notebook_has_a_page_and_is_in_the_navigation():
+    site_required()
+    home = parsed("index.html")
+    nav = {urllib.parse.urlsplit(h).path for h in home.links}
+    for stem in notebook_stems():
+        assert f"{stem}.html" in pages(), f"no page for nbs/{stem}.ipynb"
+        if stem != "index": assert f"{stem}.html" in nav, f"{stem} missing from the navigation of the home page"
+    assert "api/index.html" in nav
+    # every course page links to the next one (the prev/next footer)
+    course = [s for s in notebook_stems() if s != "index"]
+    for a, b in zip(course, course[1:]):
+        assert f"{b}.html" in parsed(f"{a}.html").links, f"{a}.html does not link to the next page {b}.html"
+
+def test_internal_links_and_anchors_resolve():
+    site_required()
+    bad = []
+    for page in pages():
+        for href in parsed(page).links + parsed(page).imgs:
+            u = urllib.parse.urlsplit(href)
+            if u.scheme or href.startswith(("//", "mailto:")): continue
+            target = (SITE/page).parent/urllib.parse.unquote(u.path) if u.path else SITE/page
+            target = target.resolve()
+            if not target.is_relative_to(SITE) or not target.exists(): bad.append(f"{page}: {href} (no file)"); continue
+            if u.fragment and target.suffix == ".html":
+                if u.fragment not in parsed(target.relative_to(SITE).as_posix()).ids: bad.append(f"{page}: {href} (no anchor)")
+    assert not bad, f"{len(bad)} broken internal links:\n" + "\n".join(bad[:40])
+
+def test_api_reference_documents_every_export():
+    "Each exported function/class: anchor, signature block, docstring, and a row per documented parameter."
+    site_required()
+    from rfwp._modidx import d
+    missing = []
+    for mod in sorted(d["syms"]):
+        M = importlib.import_module(mod)
+        page = f"api/{mod}.html"
+        if page not in pages(): missing.append(f"{page} (no page)"); continue
+        text = (SITE/page).read_text()
+        for n in getattr(M, "__all__", []):
+            obj = getattr(M, n)
+            if getattr(obj, "__module__", mod) != mod or not callable(obj): continue
+            marker = f'<span id="{n.lower()}" class="rfwp-anchor">'
+            i = text.find(marker)
+            if i < 0: missing.append(f"{mod}.{n} (no entry)"); continue
+            entry = text[i:text.find('class="rfwp-anchor"', i + len(marker))]
+            if "<pre>" not in entry: missing.append(f"{mod}.{n} (no signature)")
+            doc = obj.__doc__ if not inspect.isclass(obj) or "__doc__" in vars(obj) else None  # not an inherited one
+            if doc and inspect.isclass(obj) and doc.startswith(obj.__name__ + "("): doc = None  # dataclass's generated one
+            if doc and _words(inspect.cleandoc(doc).splitlines()[0])[:60] not in _words(re.sub("<[^>]+>", "", entry)):
+                missing.append(f"{mod}.{n} (no docstring)")
+            try: params = [p for p in inspect.signature(obj).parameters if p not in ("self", "cls")]
+            except (TypeError, ValueError): params = []
+            from fastcore.docments import docments
+            try: documented = [p for p, v in docments(obj, full=True).items() if p in params and v.get("docment")]
+            except Exception: documented = []
+            for p in documented:
+                if not re.search(f"<td>(<p>)?{re.escape(p)}(</p>)?</td>", entry): missing.append(f"{mod}.{n}: parameter {p} not in its table")
+    assert not missing, f"{len(missing)} gaps in the API reference:\n" + "\n".join(missing[:40])
+
+def _words(s):
+    "Letters and digits only: compares a docstring with its rendering (markdown, smart quotes, entities)."
+    import html
+    return re.sub(r"[^a-z0-9]", "", html.unescape(s).lower())
+
+def test_readme_commands_and_links():
+    readme = (ROOT/"README.md").read_text()
+    assert "rfwp train listops" in readme
+    assert "nbdev-test --n-workers 2 && python -m pytest -q tests" in readme
+    for href in re.findall(r"\]\(([^)\s]+)\)", readme):
+        u = urllib.parse.urlsplit(href)
+        if u.scheme or href.startswith("#"): continue
+        assert (ROOT/u.path).exists(), f"README.md links to {href}, which does not exist"
+
+# ------------------------------------------------------------------ the browser
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name): return shutil.which(name)
+    msg = "chromium not installed (apt-get install -y chromium)"
+    if os.environ.get("CI"): pytest.fail(msg)
+    pytest.skip(msg)
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+class Browser:
+    "One headless chromium page driven over the DevTools protocol (websocket-client)."
+    def __init__(self, exe, tmp):
+        import websocket
+        self.proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-extensions", "--disable-background-networking", "--hide-scrollbars", "--window-size=1280,900",
+            f"--user-data-dir={tmp}", "--remote-debugging-port=0", "--remote-allow-origins=*", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        port_file, t = Path(tmp)/"DevToolsActivePort", time.time()
+        while not port_file.exists() or not port_file.read_text().strip():
+            if time.time() - t > 30 or self.proc.poll() is not None: raise RuntimeError("chromium did not start")
+            time.sleep(0.1)
+        port = port_file.read_text().split()[0]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?about:blank", method="PUT")
+        ws_url = json.loads(urllib.request.urlopen(req, timeout=10).read())["webSocketDebuggerUrl"]
+        self.ws, self.n, self.events = websocket.create_connection(ws_url, timeout=60, suppress_origin=True), 0, []
+        for m in ("Page.enable", "Runtime.enable", "Log.enable", "Network.enable"): self.call(m)
+
+    def call(self, method, **params):
+        self.n += 1; self.ws.settimeout(60); self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.n:
+                if "error" in msg: raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method, timeout=30):
+        t = time.time()
+        while time.time() - t < timeout:
+            for i, e in enumerate(self.events):
+                if e.get("method") == method: return self.events.pop(i)
+            self.ws.settimeout(max(0.1, timeout - (time.time() - t)))
+            self.events.append(json.loads(self.ws.recv()))
+        raise TimeoutError(method)
+
+    def eval(self, js, await_promise=False):
+        r = self.call("Runtime.evaluate", expression=js, returnByValue=True, awaitPromise=await_promise)
+        if "exceptionDetails" in r: raise RuntimeError(f"{js[:60]}: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def open(self, url):
+        "Load `url`; wait for load and for MathJax; return the console errors and failed requests."
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+        self.eval("window.MathJax && MathJax.startup && MathJax.startup.promise ? MathJax.startup.promise.then(() => 1) : 1", True)
+        time.sleep(0.2)
+        with contextlib.suppress(Exception):  # drain what arrived
+            self.ws.settimeout(0.2)
+            while True: self.events.append(json.loads(self.ws.recv()))
+        errs = []
+        for e in self.events:
+            m, p = e.get("method"), e.get("params", {})
+            if m == "Runtime.exceptionThrown": errs.append("exception: " + json.dumps(p["exceptionDetails"])[:300])
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                errs.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+            elif m == "Log.entryAdded" and p["entry"]["level"] == "error": errs.append(f"log: {p['entry']['text']} {p['entry'].get('url', '')}")
+            elif m == "Network.loadingFailed" and not p.get("canceled"): errs.append(f"request failed: {p.get('errorText')}")
+            elif m == "Network.responseReceived" and p["response"]["status"] >= 400: errs.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
+        return errs
+
+    def screenshot(self, path):
+        h = self.eval("Math.min(document.documentElement.scrollHeight, 4000)")
+        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=int(h), deviceScaleFactor=1, mobile=False)
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        self.call("Emulation.clearDeviceMetricsOverride")
+        path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(base64.b64decode(data))
+
+    def close(self):
+        with contextlib.suppress(Exception): self.ws.close()
+        self.proc.terminate()
+        try: self.proc.wait(10)
+        except subprocess.TimeoutExpired: self.proc.kill()
+
+@pytest.fixture(scope="module")
+def browser():
+    site_required()
+    exe = _chromium()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(SITE)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Browser(exe, tmp)
+        b.base = f"http://127.0.0.1:{server.server_address[1]}/"
+        try: yield b
+        finally: b.close(); server.shutdown()
+
+PAGE_JS = """(() => {
+  const imgs = [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0,
+                 plot: !!i.closest('.cell_output, .output'), w: i.naturalWidth}));
+  return {imgs, title: document.title, math: document.querySelectorAll('mjx-container').length,
+          mathErrors: document.querySelectorAll('mjx-merror, mjx-container [data-mml-node=merror], mjx-container [fill=red]').length,
+          rawTex: (document.body.innerText.match(/\\\\\\(|\\\\\\[/g) || []).length,
+          h1: (document.querySelector('h1') || {}).innerText || ''};
+})()"""
+
+def test_every_page_loads_cleanly_in_chromium(browser):
+    problems, plots_per_page = [], {}
+    for page in pages():
+        errs = browser.open(browser.base + page)
+        info = browser.eval(PAGE_JS)
+        problems += [f"{page}: {e}" for e in errs]
+        problems += [f"{page}: image did not render: {i['src']}" for i in info["imgs"] if not i["ok"]]
+        if info["mathErrors"]: problems.append(f"{page}: {info['mathErrors']} TeX errors (undefined macros show in red)")
+        if info["rawTex"]: problems.append(f"{page}: {info['rawTex']} untypeset math delimiters")
+        if page not in ("search.html", "genindex.html") and not info["h1"]: problems.append(f"{page}: no title")
+        plots_per_page[page] = sum(i["plot"] and i["ok"] for i in info["imgs"])
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:40])
+    with_plots = [p for p, n in plots_per_page.items() if n]
+    assert len(with_plots) >= 3, f"expected rendered plots on several pages, found them on {with_plots}"
+
+def test_math_typesets_and_screenshots(browser):
+    assert not browser.open(browser.base + TUTORIAL)
+    info = browser.eval(PAGE_JS)
+    assert info["math"] > 5, f"{TUTORIAL}: only {info['math']} typeset formulas"
+    assert any(i["plot"] and i["ok"] for i in info["imgs"]), f"{TUTORIAL} shows no plot"
+    browser.screenshot(ARTIFACTS/"tutorial.png")
+    assert not browser.open(browser.base + "index.html")
+    home = browser.eval("""(() => ({text: document.querySelector('article').innerText,
+        tables: [...document.querySelectorAll('article table')].map(t => t.innerText),
+        pics: [...document.querySelectorAll('article img')].filter(i => i.naturalWidth > 100).length}))()""")
+    assert "rfwp train listops" in home["text"], "the home page does not show the main job"
+    assert "nbdev-test --n-workers 2 && python -m pytest -q tests" in home["text"], "the home page does not show the test command"
+    assert any("measured" in t and "command" in t for t in home["tables"]), "the home page has no results table"
+    assert home["pics"] >= 1, "the home page shows no picture"
+    browser.screenshot(ARTIFACTS/"home.png")
+    for f in ("home.png", "tutorial.png"): assert (ARTIFACTS/f).stat().st_size > 20_000, f"{f} looks empty"
+
+def test_search_works_offline(browser):
+    "The search page finds notebooks from the site's own index (no server, no network)."
+    assert not browser.open(browser.base + "search.html?q=recurrent+delta")
+    t, hits = time.time(), []
+    while not hits and time.time() - t < 20:
+        hits = browser.eval("[...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'))")
+        time.sleep(0.3)
+    assert any(h.startswith("04_recurrent_slow_nets.html") for h in hits), f"search for 'recurrent delta' found {hits[:5]}"
