@@ -240,9 +240,11 @@ def test_cli_train_eval_video(tmp_path, capsys):
     net, cfg = load_agent(rd)
     assert cfg["core"] == "rdn" and cfg["game"] == "breakout" and net.cfg.n_actions == 4
     gif = tmp_path / "ep.gif"
-    assert main(["eval", str(rd / "last.pt"), "--episodes", "2", "--sample", "--video", str(gif), "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
+    try: import imageio; video = ["--video", str(gif)]        # an optional dependency (GIF/MP4 only)
+    except ImportError: video = []
+    assert main(["eval", str(rd / "last.pt"), "--episodes", "2", "--sample", *video, "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "breakout: 2 episodes (sampled), score" in out and gif.stat().st_size > 1000
+    assert "breakout: 2 episodes (sampled), score" in out and (not video or gif.stat().st_size > 1000)
     e = json.loads((tmp_path / "e.json").read_text())
     assert len(e["scores"]) == 2 and abs(e["mean"] - np.mean(e["scores"])) < 1e-9
 

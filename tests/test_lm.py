@@ -251,3 +251,16 @@ def test_sigterm_writes_checkpoint(text_file, tmp_path):
     assert p.wait(timeout=60) == 128 + signal.SIGTERM, out
     assert "interrupted (signal SIGTERM)" in out and "Traceback" not in out
     assert load_checkpoint(run / "last.pt")["step"] > 0
+
+def test_bench_speed_and_tables():
+    "The benchmark code paths on tiny inputs (the real runs are in the notebook's slow cells)."
+    from rfwp.lm import bench_speed, speed_table, char_table
+    rows = bench_speed(("transformer", "delta"), contexts=(8, 32), tokens=32, repeats=1, vocab=300, threads=0, log=lambda *a: None,
+                       n_layers=1, ff_dim=32)
+    assert [r["model"] for r in rows] == ["transformer", "delta"] and all(r["tok_s_32"] > 0 and "rel_32" in r for r in rows)
+    t = speed_table(rows, (8, 32))
+    assert "| delta |" in t and "At context 32 faster than the Transformer" in t
+    cr = [dict(model=m, params=1, steps=2, valid_loss=l, valid_sliding=l, valid_full=l, tokens_per_s=5)
+          for m, l in (("transformer", 2.0), ("delta", 2.05), ("rdn", 1.9))]
+    t = char_table(cr)
+    assert "Delta Net within 3% of the Transformer: yes (+2.5%)" in t and "Best RFWP (rdn, 1.9000) at or below the Transformer (2.0000): yes" in t
