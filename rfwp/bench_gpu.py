@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['GPU_CASES', 'DEVICE', 'FLA_SHAPES', 'CHECK_SHAPES', 'SEQ_OPS', 'GpuCase', 'delta_inputs', 'linear_inputs',
-           'outputs_and_grads', 'rel_err', 'correctness', 'machine', 'time_fn', 'bench_rows', 'rdn_io_bytes',
-           'io_floor_ms', 'format_table', 'main']
+           'outputs_and_grads', 'correctness', 'machine', 'time_fn', 'bench_rows', 'rdn_io_bytes', 'io_floor_ms',
+           'format_table', 'main']
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #7fee6769
 @dataclass
@@ -121,7 +121,7 @@ def outputs_and_grads(case:GpuCase, xs:list, impl:str, seed:int=1) -> list:
     torch.autograd.backward(outs, gs)
     return [o.detach() for o in outs] + [x.grad for x in xs]
 
-def rel_err(ref, out):
+def _rel_err(ref, out):
     "‖ref − out‖ / ‖ref‖ in float64."
     if ref is None or out is None: return float("nan") if (ref is None) != (out is None) else 0.0
     r, o = ref.double(), out.double()
@@ -141,7 +141,7 @@ def correctness(cases=None, # GpuCase list; default GPU_CASES, the check-only ca
             try:
                 xs = c.make(B, T, H, Dk, torch.float32, DEVICE, g, Dv=Dv) if c.make in (delta_inputs, linear_inputs) else c.make(B, T, H, Dk, torch.float32, DEVICE, g)
                 ref, out = outputs_and_grads(c, xs, "torch"), outputs_and_grads(c, xs, "triton")
-                errs = [rel_err(a, b) for a, b in zip(ref, out)]
+                errs = [_rel_err(a, b) for a, b in zip(ref, out)]
                 rows.append(dict(case=c.name, shape=(B, T, H, Dk, Dv), errs=errs, ok=max(errs) <= tol))
             except Exception as e:
                 rows.append(dict(case=c.name, shape=(B, T, H, Dk, Dv), errs=[], ok=False, error=f"{type(e).__name__}: {e}"))
@@ -232,7 +232,7 @@ def bench_rows(cases=None, # GpuCase list; default GPU_CASES and the sequential 
                         f, fb = time_fn(fla_run, xs)
                         o_ours, o_fla = c.run(xs, "triton")[0], fla_run(xs)[0]
                         add(dict(case=c.name, impl="fla", dtype=dtype, shape=shape, fwd_ms=f, fwdbwd_ms=fb,
-                                 note=f"ours vs fla: rel. diff of o {rel_err(o_fla, o_ours):.1e}"))
+                                 note=f"ours vs fla: rel. diff of o {_rel_err(o_fla, o_ours):.1e}"))
                     except Exception as e:
                         traceback.print_exc()
                         add(dict(case=c.name, impl="fla", dtype=dtype, shape=shape, fwd_ms=float("nan"), fwdbwd_ms=float("nan"), note=f"error: {type(e).__name__}: {str(e)[:80]}"))
