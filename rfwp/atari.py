@@ -17,6 +17,7 @@ from .layers import LAYERS, make_layer, reset_state, detach_state
 from .models import count_params
 from .train import (Bar, CheckpointError, save_checkpoint, load_checkpoint, rng_state, set_rng_state, setup_dist,
                         Dist, config_diff, _Signals)
+from .train import _prepare_run_dir as _shared_prepare
 
 # %% auto #0
 __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'PRESETS', 'METRIC_COLUMNS', 'RUN_FILES', 'game_ids', 'resolve_game', 'AtariEnvs',
@@ -413,21 +414,10 @@ class _Actors:
 
 # %% ../nbs/09_atari.ipynb #ff08ac88
 def _prepare_run_dir(cfg:AtariConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool) -> bool:
-    "Check `run_dir` against `cfg`; return whether to resume."
-    cfile = run_dir / "config.json"
-    if overwrite:
-        if main:
-            for n in RUN_FILES: (run_dir / n).unlink(missing_ok=True)
-        return False
-    if not cfile.exists():
-        if resume: raise ValueError(f"resume: {run_dir} holds no run to resume (no config.json)")
-        return False
-    diff = config_diff(json.loads(cfile.read_text()), cfg.to_dict())
-    fixed = [d for d in diff if d.split(":")[0] not in RESUMABLE]
-    if fixed or (diff and not resume):
-        hint = "use --resume to continue it with the new values, " if not fixed else ""
-        raise ValueError(f"{run_dir} holds a run with a different config ({'; '.join(diff)}); {hint}"
-                         "use --overwrite to start over, or choose another --run-dir")
+    "Check `run_dir` against `cfg` with the shared rule of `rfwp.train`; return whether to resume."
+    if overwrite or not (run_dir / "config.json").exists():
+        return _shared_prepare(cfg, run_dir, resume, overwrite, main, resumable=RESUMABLE, run_files=RUN_FILES)[1]
+    _shared_prepare(cfg, run_dir, resume, overwrite, main, resumable=RESUMABLE, run_files=RUN_FILES)
     if not resume: raise ValueError(f"{run_dir} already holds this run; use --resume to continue it or --overwrite to start over")
     return (run_dir / "last.pt").exists()
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from .layers import LAYERS, LayerConfig, detach_state
 from .models import count_params
 from .train import (Dist, setup_dist, save_checkpoint, load_checkpoint, CheckpointError, rng_state, set_rng_state,
-                        Bar, write_metrics, config_diff, _Signals)
+                        Bar, write_metrics, config_diff, _Signals, _prepare_run_dir)
 
 # %% auto #0
 __all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'LM_RUN_FILES',
@@ -570,21 +570,8 @@ def plot_lm_curves(rows:list[dict], path, title:str=""):
     tmp = Path(str(path) + ".tmp.png"); fig.savefig(tmp, dpi=100); os.replace(tmp, path)
 
 def _prepare(cfg:LMTrainConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool) -> bool:
-    "Check `run_dir` against `cfg`; return whether to resume."
-    cfile = run_dir / "config.json"
-    if overwrite:
-        if main:
-            for n in LM_RUN_FILES: (run_dir / n).unlink(missing_ok=True)
-        return False
-    if not cfile.exists():
-        if resume: raise ValueError(f"resume: {run_dir} holds no run to resume (no config.json)")
-        return False
-    diff = config_diff(json.loads(cfile.read_text()), cfg.to_dict())
-    fixed = [d for d in diff if d.split(":")[0] not in LM_RESUMABLE]
-    if fixed or (diff and not resume):
-        hint = "use --resume to continue it with the new values, " if not fixed else ""
-        raise ValueError(f"{run_dir} holds a run with a different config ({'; '.join(diff)}); {hint}use --overwrite to start over, or choose another --run-dir")
-    return (run_dir / "last.pt").exists()
+    "Check `run_dir` against `cfg` with the shared rule of `rfwp.train`; return whether to resume."
+    return _prepare_run_dir(cfg, run_dir, resume, overwrite, main, resumable=LM_RESUMABLE, run_files=LM_RUN_FILES)[1]
 
 def _optimizer(cfg:LMTrainConfig, model:nn.Module) -> torch.optim.Optimizer:
     "Adam, or AdamW with weight decay on matrices and embeddings only (not on biases and norms)."

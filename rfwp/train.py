@@ -358,19 +358,20 @@ class _Signals:
         for s, h in self.old.items(): signal.signal(s, h)
 
 # %% ../nbs/07b_training.ipynb #506f6e4a
-def _prepare_run_dir(cfg:TrainConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool=True) -> tuple[TrainConfig, bool]:
-    "Check `run_dir` against `cfg` (the main process clears it for `overwrite`); return the config and whether to resume."
+def _prepare_run_dir(cfg, run_dir:Path, resume:bool, overwrite:bool, main:bool=True,
+                     resumable=RESUMABLE, run_files=RUN_FILES) -> tuple:
+    "Check `run_dir` against `cfg` (any config with `to_dict`; the main process clears `run_files` for `overwrite`); return the config and whether to resume."
     cfile = run_dir / "config.json"
     if overwrite:
         if main:
-            for n in RUN_FILES: (run_dir / n).unlink(missing_ok=True)
+            for n in run_files: (run_dir / n).unlink(missing_ok=True)
         return cfg, False
     if not cfile.exists():
         if resume: raise ValueError(f"resume: {run_dir} holds no run to resume (no config.json)")
         return cfg, False
     old = json.loads(cfile.read_text())
     diff = config_diff(old, cfg.to_dict())
-    fixed = [d for d in diff if d.split(":")[0] not in RESUMABLE]
+    fixed = [d for d in diff if d.split(":")[0] not in resumable]
     if fixed or (diff and not resume):
         hint = "use --resume to continue it with the new values, " if not fixed else ""
         raise ValueError(f"{run_dir} holds a run with a different config ({'; '.join(diff)}); {hint}"
