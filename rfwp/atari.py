@@ -13,7 +13,7 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
-from .layers import LAYERS, make_layer, reset_state, detach_state
+from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
 from .models import count_params
 from .train import (Bar, CheckpointError, save_checkpoint, load_checkpoint, rng_state, set_rng_state, setup_dist,
                         Dist, config_diff, _Signals)
@@ -23,7 +23,7 @@ from .train import _prepare_run_dir as _shared_prepare
 __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'PRESETS', 'METRIC_COLUMNS', 'RUN_FILES', 'game_ids', 'resolve_game', 'AtariEnvs',
            'ResBlock', 'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig',
            'AtariNet', 'vtrace_naive', 'vtrace', 'impala_loss', 'AtariConfig', 'make_config', 'plot_returns', 'train',
-           'load_agent', 'evaluate', 'write_video', 'make_parser', 'main', 'throughput']
+           'PixelBandit', 'load_agent', 'evaluate', 'write_video', 'make_parser', 'main', 'throughput']
 
 # %% ../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
@@ -201,6 +201,14 @@ class AtariNet(nn.Module):
                      FWPCore(cfg.core, self.n_in, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff_dim, cfg.impl))
         self.policy = nn.Linear(self.core.n_out, cfg.n_actions)
         self.baseline = nn.Linear(self.core.n_out, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        "Orthogonal init of the encoder (gain √2, zero bias) and the heads (policy gain 0.01, value gain 1); the core keeps its own."
+        for m in self.encoder.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)): nn.init.orthogonal_(m.weight, math.sqrt(2)); nn.init.zeros_(m.bias)
+        for head, gain in ((self.policy, 0.01), (self.baseline, 1.0)):
+            nn.init.orthogonal_(head.weight, gain); nn.init.zeros_(head.bias)
 
     def initial_state(self, B:int): return zero_state(self.core, B, self.n_in)
 
@@ -296,6 +304,8 @@ class AtariConfig:
     encoder: str = "impala"     # "impala" (paper) or "nature"
     n_envs: int = 32            # games per process = unrolls per learner batch (the paper: batch 32)
     unroll: int = 50            # agent steps per unroll (the paper: 50)
+    minibatches: int = 1        # learner steps per batch of unrolls, each on n_envs/minibatches of the games (the paper: 1)
+    epochs: int = 1             # passes of the learner over each batch of unrolls (the paper: 1)
     frames: int = 50_000_000    # emulator frames of the run (4 per agent step), over all processes
     lr: float = 6e-4            # RMSProp, linearly decayed to 0 at `frames`
     alpha: float = 0.99         # RMSProp smoothing
@@ -317,13 +327,15 @@ class AtariConfig:
         "Raise a `ValueError` naming the first invalid field; normalise the game name."
         self.game = resolve_game(self.game)
         AgentConfig(core=self.core, encoder=self.encoder)
-        for k in ("n_envs", "unroll", "frames", "log_every", "ckpt_every"):
+        for k in ("n_envs", "unroll", "frames", "log_every", "ckpt_every", "epochs"):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1: raise ValueError(f"{k}: must be a positive int, got {v!r}")
         for k in ("lr", "eps", "clip", "entropy_cost", "baseline_cost", "reward_clip", "max_minutes", "noop_max"):
             if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
         if not 0 <= self.gamma <= 1: raise ValueError(f"gamma: must be in [0, 1], got {self.gamma}")
         if not 0 < self.alpha < 1: raise ValueError(f"alpha: must be in (0, 1), got {self.alpha}")
+        if not isinstance(self.minibatches, int) or not 1 <= self.minibatches <= self.n_envs:
+            raise ValueError(f"minibatches: must be an int from 1 to n_envs={self.n_envs}, got {self.minibatches!r}")
         return self
     def agent_config(self, n_actions:int) -> AgentConfig:
         return AgentConfig(core=self.core, encoder=self.encoder, n_actions=n_actions, impl=self.impl)
@@ -340,16 +352,19 @@ PRESETS = dict(
     paper=dict(why="The paper's setting (DESIGN.md §5): IMPALA CNN, batch 32 unrolls of 50, RMSProp 6e-4 (eps 0.01, "
                    "alpha 0.99) decayed linearly over 50M frames, grad clip 40, entropy 0.01, baseline 0.5, discount 0.99. "
                    "Needs GPUs (and `torchrun` for several learners).", overrides={}),
-    laptop=dict(why="A 2-core CPU: the Nature-DQN CNN (14x cheaper than IMPALA's here), 8 games per process "
-                    "(batch 8 unrolls of 50 = 400 agent steps per update, so that 1M agent steps give 2,500 updates), "
-                    "4M frames (1M agent steps); optimiser and losses as in the paper.",
-                overrides=dict(encoder="nature", n_envs=8, frames=4_000_000, ckpt_every=200)),
+    laptop=dict(why="A 2-core CPU: the Nature-DQN CNN (14x cheaper than IMPALA's here), 8 games per process, "
+                    "each batch of 8 unrolls of 50 learnt in 4 steps on 2 unrolls (100 agent steps) each, so that "
+                    "4M frames (1M agent steps) give 10,000 updates; optimiser and losses as in the paper.",
+                overrides=dict(encoder="nature", n_envs=8, minibatches=4, frames=4_000_000, ckpt_every=200)),
 )
 
 def make_config(preset:str="laptop", **overrides) -> AtariConfig:
-    "The config of a preset with `overrides` on top."
+    "The config of a preset with `overrides` on top (a preset's `minibatches` shrinks to `n_envs` when fewer games are asked for)."
     if preset not in PRESETS: raise ValueError(f"preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return AtariConfig(**{**PRESETS[preset]["overrides"], **overrides}).validate()
+    d = {**PRESETS[preset]["overrides"], **overrides}
+    if "minibatches" not in overrides and isinstance(d.get("n_envs"), int) and d.get("minibatches", 1) > d["n_envs"] >= 1:
+        d["minibatches"] = d["n_envs"]
+    return AtariConfig(**d).validate()
 
 # %% ../nbs/09_atari.ipynb #23a9064a
 METRIC_COLUMNS = ["update", "frames", "fps", "return_mean", "episodes", "return_last100", "loss", "pg_loss",
@@ -381,9 +396,9 @@ def plot_returns(runs:dict, # label -> list of episodes (frames, score, steps)
 # %% ../nbs/09_atari.ipynb #43590533
 class _Actors:
     "The games of one process and what the next unroll starts from: observation, clipped reward, done, core state."
-    def __init__(self, cfg:AtariConfig, net:AtariNet, rank:int):
+    def __init__(self, cfg:AtariConfig, net:AtariNet, rank:int, make_envs=None):
         self.cfg, self.net, self.rank = cfg, net, rank
-        self.envs = AtariEnvs(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life)
+        self.envs = (make_envs or AtariEnvs)(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life)
 
     def restart(self, update:int):
         "Start every game anew, from seeds that depend only on (seed, rank, update)."
@@ -412,6 +427,10 @@ class _Actors:
             finished += fin
         return dict(obs=obs, reward=rew, done=done, action=act, logits=logits, state=state0), finished
 
+def _slice_batch(batch:dict, idx:Tensor) -> dict:
+    "Games `idx` of a batch of unrolls: every tensor, and every tensor of the core state, indexed on the batch dimension."
+    return {k: _map_state(lambda t: t[idx], x) if k == "state" else x[idx] for k, x in batch.items()}
+
 # %% ../nbs/09_atari.ipynb #ff08ac88
 def _prepare_run_dir(cfg:AtariConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool) -> bool:
     "Check `run_dir` against `cfg` with the shared rule of `rfwp.train`; return whether to resume."
@@ -432,19 +451,20 @@ def train(cfg:AtariConfig, # what to train
           progress:bool=True, # show a progress bar
           stop_at:int|None=None, # stop as if interrupted after this update (for testing resume)
           log=print, # where messages go
+          make_envs=None, # `AtariEnvs` (None) or a stand-in with its interface, called as make_envs(game, n, noop_max=, episodic_life=)
          ) -> dict:
     "Train (or continue) an Atari run; return a summary (`status`, `update`, `frames`, `return_last100`, ...)."
     cfg.validate()
     if threads: torch.set_num_threads(threads)
     dd = setup_dist(device)
-    try: res = _train(cfg, dd, Path(run_dir), resume, overwrite, progress, stop_at, log)
+    try: res = _train(cfg, dd, Path(run_dir), resume, overwrite, progress, stop_at, log, make_envs or AtariEnvs)
     except BaseException:
         if dd.world > 1: dist.destroy_process_group()
         raise
     if dd.world > 1: dist.barrier(); dist.destroy_process_group()
     return res
 
-def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log):
+def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log, make_envs):
     say = log if dd.main else (lambda *a, **k: None)
     resuming = _prepare_run_dir(cfg, run_dir, resume, overwrite, dd.main)
     ck = load_checkpoint(run_dir / "last.pt") if resuming else None
@@ -455,7 +475,7 @@ def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     torch.manual_seed(cfg.seed)
-    probe = AtariEnvs(cfg.game, 1); n_actions = probe.n_actions; probe.close()
+    probe = make_envs(cfg.game, 1, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life); n_actions = probe.n_actions; probe.close()
     acfg = cfg.agent_config(n_actions)
     model = AtariNet(acfg).to(dd.device)
     net = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
@@ -474,7 +494,7 @@ def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log):
     n_params = count_params(model)
     say(f"{cfg.game}: {cfg.core} core, {cfg.encoder} encoder, {n_params:,} parameters; {dd.world} x {cfg.n_envs} games, "
         f"unrolls of {cfg.unroll}; {n_updates} updates = {n_updates * per_update:,} frames; run dir {run_dir}")
-    actors = _Actors(cfg, model, dd.rank)
+    actors = _Actors(cfg, model, dd.rank, make_envs)
     actors.restart(update)
 
     def checkpoint():
@@ -496,16 +516,19 @@ def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log):
         while update < n_updates:
             batch, fin = actors.unroll()
             net.train()
-            lg, v, _ = net(batch["obs"], batch["reward"], batch["done"], batch["state"])
-            loss, parts = impala_loss(lg, v, batch["action"], batch["logits"], batch["reward"][:, 1:], batch["done"][:, 1:],
-                                      cfg.gamma, cfg.baseline_cost, cfg.entropy_cost)
-            opt.zero_grad(set_to_none=True); loss.backward()
-            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip else float("inf")))
-            opt.step(); sched.step()
+            for idx in torch.tensor_split(torch.arange(cfg.n_envs), cfg.minibatches) * cfg.epochs:   # learner steps on slices of the games
+                mb = _slice_batch(batch, idx)
+                lg, v, _ = net(mb["obs"], mb["reward"], mb["done"], mb["state"])
+                loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                          cfg.gamma, cfg.baseline_cost, cfg.entropy_cost)
+                opt.zero_grad(set_to_none=True); loss.backward()
+                gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip else float("inf")))
+                opt.step()
+                for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
+            sched.step()
             actors.state = detach_state(actors.state)
             update += 1; elapsed = time.time() - t_start; frames_win += per_update
             episodes += [(update * per_update, s, n) for _, s, n in fin]; pending += [s for _, s, n in fin]
-            for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
             flags = dd.sum(dict(time=float(bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes),
                                 stop=float(sig.got is not None or update == stop_at)))
             if update % cfg.log_every == 0 or update == n_updates or flags["time"] or flags["stop"]:
@@ -539,6 +562,29 @@ def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log):
         say(f"{update * per_update:,} frames in {elapsed / 60:.1f} min; mean score of the last 100 episodes "
             f"{res['return_last100']}; curves in {run_dir / 'curves.png'}")
     return res
+
+# %% ../nbs/09_atari.ipynb #6fc41342
+class PixelBandit:
+    "A stand-in for `AtariEnvs` that any working learner solves in a few updates (see above)."
+    def __init__(self, game:str, n:int, **kw): self.game, self.n, self.n_actions = game, n, 6
+    def _obs(self) -> Tensor:
+        o = torch.zeros(self.n, 4, 84, 84, dtype=torch.uint8)
+        for i, s in enumerate(self.side.tolist()): o[i, :, 30:44, 10 + 50 * s:24 + 50 * s] = 255   # left or right square
+        return o
+    def reset(self, seed:int) -> Tensor:
+        self.g = np.random.default_rng(seed)
+        self.side, self.t, self.score = self.g.integers(0, 2, self.n), np.zeros(self.n, int), np.zeros(self.n)
+        return self._obs()
+    def step(self, actions:Tensor):
+        a = actions.numpy()
+        r = (((a == 2) & (self.side == 0)) | ((a == 3) & (self.side == 1))).astype(np.float32)
+        self.score += r; self.t += 1
+        over = self.t >= 20
+        finished = [(int(i), float(self.score[i]), 20) for i in np.nonzero(over)[0]]
+        self.score[over], self.t[over] = 0, 0
+        self.side = self.g.integers(0, 2, self.n)
+        return self._obs(), torch.from_numpy(r), torch.from_numpy(over), finished
+    def close(self): pass
 
 # %% ../nbs/09_atari.ipynb #fd90c2d7
 def load_agent(path, # a checkpoint file or a run directory (its last.pt)
@@ -607,7 +653,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 _HELP = dict(game="ALE game name, e.g. pong, breakout, space_invaders", core=None, encoder="frame encoder: impala (paper) or nature (laptop)",
-             n_envs="games per process (= unrolls per update)", unroll="agent steps per unroll", frames="emulator frames of the run (4 per agent step)",
+             n_envs="games per process (= unrolls per batch)", unroll="agent steps per unroll",
+             minibatches="learner steps per batch of unrolls (each on n_envs/minibatches games; V-trace corrects the lag)",
+             epochs="passes of the learner over each batch of unrolls (V-trace corrects the lag)", frames="emulator frames of the run (4 per agent step)",
              lr="RMSProp learning rate (decayed linearly to 0)", alpha="RMSProp smoothing", eps="RMSProp epsilon",
              clip="max gradient norm (0: none)", entropy_cost="entropy bonus weight", baseline_cost="value loss weight",
              gamma="discount", reward_clip="clip rewards to [-x, x] for learning", noop_max="random no-ops at episode start",

@@ -731,6 +731,7 @@ def _train_lm(cfg, dd, run_dir, cache_dir, resume, overwrite, progress, stop_at,
     return res
 
 def signal_name(n:int) -> str:
+    "The name of signal number `n` (e.g. 15 -> 'SIGTERM'), for messages."
     import signal
     return signal.Signals(n).name
 
@@ -1060,6 +1061,7 @@ def _load_run(path, which="best") -> tuple[dict, LMModel, Path]:
     return ck, model, path
 
 def cmd_train(a) -> int:
+    "`rfwp train lm`: build the config from the preset and the given options, train, print where the files went."
     given = {k: getattr(a, k) for k in LM_OPTIONS if getattr(a, k) is not None}
     given.update({k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
                                     ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None})
@@ -1071,6 +1073,7 @@ def cmd_train(a) -> int:
     return 128 + r["signal"] if r.get("signal") else 0
 
 def cmd_eval(a) -> int:
+    "`rfwp eval lm`: load a run's checkpoint and print (and optionally save) its loss and perplexity per evaluation mode."
     if a.threads: torch.set_num_threads(a.threads)
     ck, model, path = _load_run(a.run_dir, a.checkpoint)
     cfg = LMTrainConfig.from_dict(ck["config"])
@@ -1099,6 +1102,7 @@ def cmd_eval(a) -> int:
     return 0
 
 def cmd_generate(a) -> int:
+    "`rfwp generate`: load a run's checkpoint and print text sampled from a prompt."
     if a.threads: torch.set_num_threads(a.threads)
     ck, model, _ = _load_run(a.run_dir, a.checkpoint)
     dd = setup_dist(a.device); model.to(dd.device)
@@ -1111,6 +1115,7 @@ def cmd_generate(a) -> int:
     return 0
 
 def cmd_bench(a) -> int:
+    "`python -m rfwp.lm bench-char|bench-speed|bench-word`: run one of the language-model benchmarks and print its table."
     rows = []
     if a.command == "bench-char":
         rows = bench_char(Path(a.data) / "tinyshakespeare.txt", a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
