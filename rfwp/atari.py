@@ -396,9 +396,9 @@ def plot_returns(runs:dict, # label -> list of episodes (frames, score, steps)
 # %% ../nbs/09_atari.ipynb #43590533
 class _Actors:
     "The games of one process and what the next unroll starts from: observation, clipped reward, done, core state."
-    def __init__(self, cfg:AtariConfig, net:AtariNet, rank:int, make_envs=None):
+    def __init__(self, cfg:AtariConfig, net:AtariNet, rank:int, make_envs):
         self.cfg, self.net, self.rank = cfg, net, rank
-        self.envs = (make_envs or AtariEnvs)(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life)
+        self.envs = make_envs(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life)
 
     def restart(self, update:int):
         "Start every game anew, from seeds that depend only on (seed, rank, update)."
