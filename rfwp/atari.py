@@ -15,15 +15,14 @@ import torch.distributed as dist
 from torch import Tensor
 from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
 from .models import count_params
-from .train import (Bar, CheckpointError, save_checkpoint, load_checkpoint, rng_state, set_rng_state, setup_dist,
-                        Dist, config_diff, _Signals)
-from .train import _prepare_run_dir as _shared_prepare
+from .run import (Bar, CheckpointError, RunFileError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
+                      lr_schedule, plot_curves, write_metrics, make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'PRESETS', 'METRIC_COLUMNS', 'RUN_FILES', 'game_ids', 'resolve_game', 'AtariEnvs',
-           'ResBlock', 'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig',
-           'AtariNet', 'vtrace_naive', 'vtrace', 'impala_loss', 'AtariConfig', 'make_config', 'plot_returns', 'train',
-           'PixelBandit', 'load_agent', 'evaluate', 'write_video', 'make_parser', 'main', 'throughput']
+__all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'ResBlock',
+           'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig', 'AtariNet',
+           'vtrace_naive', 'vtrace', 'impala_loss', 'AtariConfig', 'make_config', 'AtariTask', 'train', 'PixelBandit',
+           'load_agent', 'evaluate', 'write_video', 'make_parser', 'main', 'throughput']
 
 # %% ../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
@@ -327,6 +326,9 @@ class AtariConfig:
         "Raise a `ValueError` naming the first invalid field; normalise the game name."
         self.game = resolve_game(self.game)
         AgentConfig(core=self.core, encoder=self.encoder)
+        if isinstance(self.n_envs, int) and self.n_envs > MAX_ENVS:
+            raise ValueError(f"n_envs: at most {MAX_ENVS} games per process (each holds its emulator and frame stacks), got {self.n_envs}; "
+                             "use more processes (torchrun) for more games")
         for k in ("n_envs", "unroll", "frames", "log_every", "ckpt_every", "epochs"):
             v = getattr(self, k)
             if not isinstance(v, int) or v < 1: raise ValueError(f"{k}: must be a positive int, got {v!r}")
@@ -347,51 +349,30 @@ class AtariConfig:
 
 # fields that may change when a run is resumed
 RESUMABLE = ("frames", "max_minutes", "log_every", "ckpt_every")
+MAX_ENVS = 1024
 
 PRESETS = dict(
-    paper=dict(why="The paper's setting (DESIGN.md §5): IMPALA CNN, batch 32 unrolls of 50, RMSProp 6e-4 (eps 0.01, "
-                   "alpha 0.99) decayed linearly over 50M frames, grad clip 40, entropy 0.01, baseline 0.5, discount 0.99. "
-                   "Needs GPUs (and `torchrun` for several learners).", overrides={}),
-    laptop=dict(why="A 2-core CPU: the Nature-DQN CNN (14x cheaper than IMPALA's here), 8 games per process, "
-                    "each batch of 8 unrolls of 50 learnt in 4 steps on 2 unrolls (100 agent steps) each, so that "
-                    "4M frames (1M agent steps) give 10,000 updates; optimiser and losses as in the paper.",
-                overrides=dict(encoder="nature", n_envs=8, minibatches=4, frames=4_000_000, ckpt_every=200)),
+    paper=Preset("The paper's setting: IMPALA CNN, batch 32 unrolls of 50, RMSProp 6e-4 (eps 0.01, "
+                 "alpha 0.99) decayed linearly over 50M frames, grad clip 40, entropy 0.01, baseline 0.5, discount 0.99. "
+                 "Needs GPUs (and `torchrun` for several learners)."),
+    laptop=Preset("A 2-core CPU: the Nature-DQN CNN (14x cheaper than IMPALA's here), 8 games per process, "
+                  "each batch of 8 unrolls of 50 learnt in 4 steps on 2 unrolls (100 agent steps) each, so that "
+                  "4M frames (1M agent steps) give 10,000 updates; optimiser and losses as in the paper.",
+                  dict(encoder="nature", n_envs=8, minibatches=4, frames=4_000_000, ckpt_every=200)),
 )
 
 def make_config(preset:str="laptop", **overrides) -> AtariConfig:
     "The config of a preset with `overrides` on top (a preset's `minibatches` shrinks to `n_envs` when fewer games are asked for)."
-    if preset not in PRESETS: raise ValueError(f"preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    d = {**PRESETS[preset]["overrides"], **overrides}
-    if "minibatches" not in overrides and isinstance(d.get("n_envs"), int) and d.get("minibatches", 1) > d["n_envs"] >= 1:
-        d["minibatches"] = d["n_envs"]
-    return AtariConfig(**d).validate()
+    if preset in PRESETS and "minibatches" not in overrides and isinstance(overrides.get("n_envs"), int):
+        mb = PRESETS[preset].values.get("minibatches", 1)
+        if mb > overrides["n_envs"] >= 1: overrides["minibatches"] = overrides["n_envs"]
+    return _make(AtariConfig, PRESETS, preset, **overrides)
 
 # %% ../nbs/09_atari.ipynb #23a9064a
-METRIC_COLUMNS = ["update", "frames", "fps", "return_mean", "episodes", "return_last100", "loss", "pg_loss",
-                  "baseline_loss", "entropy_loss", "rho_mean", "grad_norm", "lr", "elapsed_s"]
-
-def _write_csv(rows:list[dict], path:Path, columns:list[str]):
-    "Write `rows` to a CSV file atomically."
-    buf = io.StringIO(); w = csv.DictWriter(buf, columns, extrasaction="ignore")
-    w.writeheader(); w.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp"); tmp.write_text(buf.getvalue()); os.replace(tmp, path)
-
-def plot_returns(runs:dict, # label -> list of episodes (frames, score, steps)
-                 path, # where the PNG goes
-                 title:str="", window:int=20):
-    "Episode scores against emulator frames: each episode as a dot, the mean of the last `window` as a line."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 4)); ax = fig.subplots()
-    for i, (label, eps) in enumerate(runs.items()):
-        if not eps: continue
-        f, s = np.array([e[0] for e in eps], dtype=float), np.array([e[1] for e in eps], dtype=float)
-        m = np.convolve(s, np.ones(min(window, len(s))) / min(window, len(s)), mode="valid")
-        ax.plot(f, s, ".", ms=3, alpha=0.3, color=f"C{i}")
-        ax.plot(f[len(f) - len(m):], m, "-", color=f"C{i}", label=f"{label} (mean of {min(window, len(s))})")
-    ax.set(xlabel="emulator frames", ylabel="episode score (raw)", title=title); ax.grid(alpha=0.3)
-    if ax.lines: ax.legend()
-    fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png"); fig.savefig(tmp, dpi=100); os.replace(tmp, path)
+def _plot_atari(rows:list[dict], episodes:list, path, title:str=""):
+    "Episode scores (dots) and the mean score of each metric row against frames; the loss beside them."
+    ep = [dict(frames=f, split="episode", score=s) for f, s, _ in episodes]
+    plot_curves(rows + ep, path, {"episode score (raw)": ["score", "return_mean"], "loss": "loss"}, x="frames", title=title)
 
 # %% ../nbs/09_atari.ipynb #43590533
 class _Actors:
@@ -432,15 +413,83 @@ def _slice_batch(batch:dict, idx:Tensor) -> dict:
     return {k: _map_state(lambda t: t[idx], x) if k == "state" else x[idx] for k, x in batch.items()}
 
 # %% ../nbs/09_atari.ipynb #ff08ac88
-def _prepare_run_dir(cfg:AtariConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool) -> bool:
-    "Check `run_dir` against `cfg` with the shared rule of `rfwp.train`; return whether to resume."
-    if overwrite or not (run_dir / "config.json").exists():
-        return _shared_prepare(cfg, run_dir, resume, overwrite, main, resumable=RESUMABLE, run_files=RUN_FILES)[1]
-    _shared_prepare(cfg, run_dir, resume, overwrite, main, resumable=RESUMABLE, run_files=RUN_FILES)
-    if not resume: raise ValueError(f"{run_dir} already holds this run; use --resume to continue it or --overwrite to start over")
-    return (run_dir / "last.pt").exists()
+class AtariTask(Task):
+    "Atari for `rfwp.run.fit`: actors and learner alternate; one step is one batch of unrolls, learnt in `minibatches` x `epochs` steps."
+    unit, resumable = "update", RESUMABLE
+    run_files = ("last.pt", "metrics.csv", "metrics.json", "episodes.csv", "episodes.json", "curves.png", "results.json")
+    def __init__(self, cfg:AtariConfig, make_envs=None):
+        self.config, self.make_envs, self.name = cfg, make_envs or AtariEnvs, f"{cfg.game}/{cfg.core}"
+        self.log_every, self.ckpt_every, self.max_minutes = cfg.log_every, cfg.ckpt_every, cfg.max_minutes
+        self.episodes, self.actors = [], None
 
-RUN_FILES = ("config.json", "last.pt", "metrics.csv", "metrics.json", "episodes.csv", "curves.png", "results.json")
+    def setup(self, dd:Dist, say):
+        cfg, self.dd = self.config, dd
+        torch.manual_seed(cfg.seed)
+        probe = self.make_envs(cfg.game, 1, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life)
+        n_actions = probe.n_actions; probe.close()
+        self.acfg = cfg.agent_config(n_actions)
+        self.model = AtariNet(self.acfg).to(dd.device)
+        self.net = data_parallel(self.model, dd)
+        self.opt = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=0.0)
+        self.per_update = cfg.n_envs * cfg.unroll * 4 * dd.world             # emulator frames per update, over all processes
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule("linear", cfg.frames / self.per_update))
+        self.total = math.ceil(cfg.frames / self.per_update)
+        torch.manual_seed(cfg.seed + 1000 * dd.rank)                          # the action-sampling stream
+        self.n_params = count_params(self.model)
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"{c.game}: {c.core} core, {c.encoder} encoder, {self.n_params:,} parameters; {self.dd.world} x {c.n_envs} games, "
+                f"unrolls of {c.unroll}; {self.total} updates = {self.total * self.per_update:,} frames")
+
+    def train_step(self, step:int) -> dict:
+        c = self.config
+        if self.actors is None:                                               # started here, after a resumed run's random state is back
+            self.actors = _Actors(c, self.model, self.dd.rank, self.make_envs)
+            self.actors.restart(step)
+        batch, fin = self.actors.unroll()
+        self.net.train()
+        sums = {}
+        for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
+            mb = _slice_batch(batch, idx)
+            lg, v, _ = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"])
+            loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                      c.gamma, c.baseline_cost, c.entropy_cost)
+            self.opt.zero_grad(set_to_none=True); loss.backward()
+            gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
+            self.opt.step()
+            for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
+        self.sched.step()
+        self.actors.state = detach_state(self.actors.state)
+        self.episodes += [((step + 1) * self.per_update, s, n) for _, s, n in fin]
+        return dict(sums, ret_sum=float(sum(s for _, s, _ in fin)), ret_n=len(fin), frames_n=c.n_envs * c.unroll * 4)
+
+    def position(self, step:int) -> dict: return dict(frames=step * self.per_update)
+    def train_row(self, s:dict) -> dict:
+        last = [e[1] for e in self.episodes[-100:]]
+        skip = ("n", "ret_sum", "ret_n", "frames_n", "seconds")
+        return dict(fps=round(s["frames_n"] / max(s["seconds"], 1e-9)), episodes=len(self.episodes),
+                    return_mean=s["ret_sum"] / s["ret_n"] if s["ret_n"] else float("nan"),
+                    return_last100=float(np.mean(last)) if last else float("nan"),
+                    **{k: x / s["n"] for k, x in s.items() if k not in skip})
+    def bar(self, row:dict) -> dict: return dict(fps=f"{row['fps']:,.0f}", ret100=f"{row['return_last100']:.1f}", eps=row["episodes"])
+    def before_checkpoint(self, step:int):
+        if self.actors is not None: self.actors.restart(step)                # every checkpoint is a restart point of the games
+    def state_dict(self) -> dict: return dict(episodes=[list(e) for e in self.episodes])
+    def load_state_dict(self, d:dict): self.episodes = [tuple(e) for e in d["episodes"]]
+    def checkpoint_extra(self) -> dict: return dict(kind="atari", agent_config=asdict(self.acfg), n_params=self.n_params)
+    def plot(self, rows:list[dict], path):
+        write_metrics([dict(frames=f, score=s, steps=n) for f, s, n in self.episodes], Path(path).parent, ["frames", "score", "steps"], name="episodes")
+        c = self.config
+        _plot_atari(rows, self.episodes, path, f"{c.game} · {c.core} core · {c.encoder} CNN")
+    def finish(self, last:dict, say) -> dict:
+        r = [e[1] for e in self.episodes[-100:]]
+        res = dict(update=last["step"], frames=last["step"] * self.per_update, episodes=len(self.episodes),
+                   return_last100=float(np.mean(r)) if r else None, n_params=self.n_params)
+        say(f"{res['frames']:,} frames; mean score of the last 100 episodes {res['return_last100']}")
+        return res
+    def close(self):
+        if self.actors is not None: self.actors.envs.close()
 
 def train(cfg:AtariConfig, # what to train
           run_dir="runs/atari", # where the run's files go
@@ -455,113 +504,8 @@ def train(cfg:AtariConfig, # what to train
          ) -> dict:
     "Train (or continue) an Atari run; return a summary (`status`, `update`, `frames`, `return_last100`, ...)."
     cfg.validate()
-    if threads: torch.set_num_threads(threads)
-    dd = setup_dist(device)
-    try: res = _train(cfg, dd, Path(run_dir), resume, overwrite, progress, stop_at, log, make_envs or AtariEnvs)
-    except BaseException:
-        if dd.world > 1: dist.destroy_process_group()
-        raise
-    if dd.world > 1: dist.barrier(); dist.destroy_process_group()
-    return res
-
-def _train(cfg, dd, run_dir, resume, overwrite, progress, stop_at, log, make_envs):
-    say = log if dd.main else (lambda *a, **k: None)
-    resuming = _prepare_run_dir(cfg, run_dir, resume, overwrite, dd.main)
-    ck = load_checkpoint(run_dir / "last.pt") if resuming else None
-    if ck is not None and (diff := [d for d in config_diff(ck["config"], cfg.to_dict()) if d.split(":")[0] not in RESUMABLE]):
-        raise CheckpointError(f"{run_dir / 'last.pt'} belongs to a different run ({'; '.join(diff)}). Nothing was changed.")
-    if dd.world > 1: dist.barrier()
-    if dd.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    torch.manual_seed(cfg.seed)
-    probe = make_envs(cfg.game, 1, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life); n_actions = probe.n_actions; probe.close()
-    acfg = cfg.agent_config(n_actions)
-    model = AtariNet(acfg).to(dd.device)
-    net = nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-    opt = torch.optim.RMSprop(model.parameters(), lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=0.0)
-    per_update = cfg.n_envs * cfg.unroll * 4 * dd.world                         # emulator frames per update
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda u: max(0.0, 1.0 - u * per_update / cfg.frames))
-    n_updates = math.ceil(cfg.frames / per_update)
-    update, rows, episodes, elapsed, pending = 0, [], [], 0.0, []
-    torch.manual_seed(cfg.seed + 1000 * dd.rank)                               # the action-sampling stream
-    if ck is not None:
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        update, rows, episodes, elapsed = ck["update"], ck["rows"], [tuple(e) for e in ck["episodes"]], ck["elapsed_s"]
-        if dd.main: set_rng_state(ck["rng"])
-        else: torch.manual_seed(cfg.seed + 1000 * dd.rank + update)
-        say(f"resuming {run_dir} at update {update} ({update * per_update:,} frames)")
-    n_params = count_params(model)
-    say(f"{cfg.game}: {cfg.core} core, {cfg.encoder} encoder, {n_params:,} parameters; {dd.world} x {cfg.n_envs} games, "
-        f"unrolls of {cfg.unroll}; {n_updates} updates = {n_updates * per_update:,} frames; run dir {run_dir}")
-    actors = _Actors(cfg, model, dd.rank, make_envs)
-    actors.restart(update)
-
-    def checkpoint():
-        if dd.main: save_checkpoint(dict(
-            config=cfg.to_dict(), agent_config=asdict(acfg), model=model.state_dict(), optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(), rng=rng_state(), update=update, frames=update * per_update, rows=rows,
-            episodes=[list(e) for e in episodes], elapsed_s=elapsed, n_params=n_params), run_dir / "last.pt")
-    def report(plot=True):
-        if not dd.main: return
-        _write_csv(rows, run_dir / "metrics.csv", METRIC_COLUMNS)
-        tmp = run_dir / "metrics.json.tmp"; tmp.write_text(json.dumps(rows, indent=0)); os.replace(tmp, run_dir / "metrics.json")
-        _write_csv([dict(frames=f, score=s, steps=n) for f, s, n in episodes], run_dir / "episodes.csv", ["frames", "score", "steps"])
-        if plot: plot_returns({cfg.core: episodes}, run_dir / "curves.png", f"{cfg.game} · {cfg.core} core · {cfg.encoder} CNN")
-
-    bar = Bar(n_updates, update, desc=f"{cfg.game}/{cfg.core}", enabled=progress and dd.main, log=say)
-    status, t_start, t_win, sums = "done", time.time() - elapsed, time.time(), {}
-    frames_win = 0
-    with _Signals() as sig:
-        while update < n_updates:
-            batch, fin = actors.unroll()
-            net.train()
-            for idx in torch.tensor_split(torch.arange(cfg.n_envs), cfg.minibatches) * cfg.epochs:   # learner steps on slices of the games
-                mb = _slice_batch(batch, idx)
-                lg, v, _ = net(mb["obs"], mb["reward"], mb["done"], mb["state"])
-                loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
-                                          cfg.gamma, cfg.baseline_cost, cfg.entropy_cost)
-                opt.zero_grad(set_to_none=True); loss.backward()
-                gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip if cfg.clip else float("inf")))
-                opt.step()
-                for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
-            sched.step()
-            actors.state = detach_state(actors.state)
-            update += 1; elapsed = time.time() - t_start; frames_win += per_update
-            episodes += [(update * per_update, s, n) for _, s, n in fin]; pending += [s for _, s, n in fin]
-            flags = dd.sum(dict(time=float(bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes),
-                                stop=float(sig.got is not None or update == stop_at)))
-            if update % cfg.log_every == 0 or update == n_updates or flags["time"] or flags["stop"]:
-                n = sums.pop("n")
-                last = [e[1] for e in episodes[-100:]]
-                fps = frames_win / max(time.time() - t_win, 1e-9)
-                rows.append(dict(update=update, frames=update * per_update, fps=round(fps), episodes=len(episodes),
-                                 return_mean=float(np.mean(pending)) if pending else float("nan"),
-                                 return_last100=float(np.mean(last)) if last else float("nan"),
-                                 **{k: x / n for k, x in sums.items()}, lr=sched.get_last_lr()[0], elapsed_s=round(elapsed, 2)))
-                bar.update(0, fps=f"{fps:,.0f}", ret100=f"{rows[-1]['return_last100']:.1f}", eps=len(episodes))
-                sums, pending, t_win, frames_win = {}, [], time.time(), 0
-                report(plot=False)
-            bar.update(1)
-            stop = bool(flags["time"] or flags["stop"])
-            if update % cfg.ckpt_every == 0 or update == n_updates or stop:
-                actors.restart(update)                                         # the checkpoint is a restart point
-                checkpoint(); report()
-            if flags["time"]: say(f"time budget of {cfg.max_minutes} minutes reached at update {update}"); status = "time"; break
-            if flags["stop"]: status = "interrupted"; break
-    bar.close(); actors.envs.close()
-    last = [e[1] for e in episodes[-100:]]
-    res = dict(status=status, update=update, frames=update * per_update, episodes=len(episodes),
-               return_last100=float(np.mean(last)) if last else None, elapsed_s=round(elapsed, 1), n_params=n_params,
-               run_dir=str(run_dir), signal=sig.got)
-    if status == "interrupted":
-        why = f"signal {signal.Signals(sig.got).name}" if sig.got else f"stop_at={stop_at}"
-        say(f"interrupted ({why}) at update {update}; {run_dir / 'last.pt'} written; continue with --resume")
-    elif dd.main:
-        (run_dir / "results.json").write_text(json.dumps({**res, "config": cfg.to_dict()}, indent=1))
-        say(f"{update * per_update:,} frames in {elapsed / 60:.1f} min; mean score of the last 100 episodes "
-            f"{res['return_last100']}; curves in {run_dir / 'curves.png'}")
-    return res
+    return fit(AtariTask(cfg, make_envs), run_dir, resume=resume, overwrite=overwrite, device=device, threads=threads,
+               progress=progress, stop_at=stop_at, log=log)
 
 # %% ../nbs/09_atari.ipynb #6fc41342
 class PixelBandit:
@@ -595,7 +539,7 @@ def load_agent(path, # a checkpoint file or a run directory (its last.pt)
     ck = load_checkpoint(path)
     if "agent_config" not in ck: raise CheckpointError(f"{path}: not an Atari checkpoint (no agent_config); it was written by another task")
     net = AtariNet(AgentConfig(**ck["agent_config"]))
-    net.load_state_dict(ck["model"]); net.eval()
+    load_weights(net, ck["model"], path); net.eval()
     return net, ck["config"]
 
 @torch.no_grad()
@@ -682,7 +626,7 @@ def make_parser(command:str) -> argparse.ArgumentParser:
             "last.pt, metrics.csv/json, episodes.csv, curves.png, results.json. Ctrl-C or SIGTERM write a checkpoint and stop; "
             "continue with --resume. Several learners: torchrun --nproc-per-node N -m rfwp.cli train atari ..."))
         p.add_argument("--preset", choices=list(PRESETS), default="laptop",
-                       help=" ".join(f"{k.upper()}: {v['why']}" for k, v in PRESETS.items()).replace("%", "%%"))
+                       help=" ".join(f"{k.upper()}: {v.why}" for k, v in PRESETS.items()).replace("%", "%%"))
         g = p.add_argument_group("config (unset options take the preset's value)")
         for f in fields(AtariConfig):
             opt, vals = "--" + f.name.replace("_", "-"), {k: make_config(k).to_dict()[f.name] for k in PRESETS}

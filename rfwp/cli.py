@@ -6,81 +6,31 @@ Docs: https://rfwp.github.io/rfwp/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #ba50b7ba
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json, re, sys
+from dataclasses import fields
 from pathlib import Path
 import torch
 from .tasks import TASKS, load_dataset, encode
-from .train import (TrainConfig, PRESETS, SCHEDULES, RESUMABLE, make_config, train, evaluate, load_checkpoint,
-                        CheckpointError, setup_dist)
+from .train import TrainConfig, PRESETS, RESUMABLE, IMPLS, make_config, train, evaluate
+from .run import (CheckpointError, RunFileError, SCHEDULES, load_checkpoint, load_weights, setup_dist, add_config_args,
+                      given_args)
 from .layers import LAYERS
 from .models import ModelConfig, SeqModel
 
 # %% auto #0
-__all__ = ['TRAIN_OPTIONS', 'EXTERNAL', 'EXTERNAL_COMMANDS', 'make_parser', 'subparser', 'default_run_dir', 'cmd_train',
-           'cmd_eval', 'main']
+__all__ = ['TRAIN_OPTIONS', 'CHOICES', 'EXTERNAL', 'EXTERNAL_COMMANDS', 'make_parser', 'subparser', 'default_run_dir',
+           'cmd_train', 'cmd_eval', 'main']
 
-# %% ../nbs/11_cli.ipynb #c27732e9
+# %% ../nbs/11_cli.ipynb #22df55f5
+TRAIN_OPTIONS = [f.name for f in fields(TrainConfig) if f.name != "task"]  # every config field but the task (a positional argument)
+CHOICES = dict(model=list(LAYERS), impl=list(IMPLS), schedule=list(SCHEDULES))
+
 def _positive(s:str) -> int:
     "An int >= 1."
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
     if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
     return v
-
-def _nonneg(s:str) -> float:
-    "A float >= 0."
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
-    if not v >= 0: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-def _fraction(s:str) -> float:
-    "A float in [0, 1)."
-    v = _nonneg(s)
-    if v >= 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
-    return v
-
-def _int(s:str) -> int:
-    "Any int."
-    try: return int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected an integer, got {s!r}") from None
-
-# %% ../nbs/11_cli.ipynb #22df55f5
-# TrainConfig field -> (type or choices, help); the presets' values are appended to the help
-TRAIN_OPTIONS = dict(
-    depth=(_positive, "ListOps: nesting depth of every sample (the paper: 10 and 15)"),
-    n_vars=(_positive, "code execution: number of variables (the paper: 3 and 5)"),
-    n_train=(_positive, "training samples"),
-    n_valid=(_positive, "validation samples (evaluated every --eval-every steps; the best checkpoint is chosen on them)"),
-    n_test=(_positive, "test samples (evaluated once, with the best checkpoint, at the end)"),
-    data_seed=(_int, "dataset seed: runs with the same data seed share the dataset files"),
-    model=(list(LAYERS), "the layer kind of every block"),
-    n_layers=(_positive, "number of blocks"),
-    d_model=(_positive, "residual width"),
-    n_heads=(_positive, "heads per block (must divide --d-model)"),
-    ff_dim=(_positive, "feedforward width"),
-    dropout=(_fraction, "dropout rate"),
-    impl=(["auto", "naive", "torch", "triton"], "op implementation"),
-    batch_size=(_positive, "samples per optimizer step, over all processes"),
-    lr=(_nonneg, "Adam learning rate (peak, after warm-up)"),
-    beta1=(_fraction, "Adam beta1"),
-    beta2=(_fraction, "Adam beta2"),
-    eps=(_nonneg, "Adam epsilon"),
-    weight_decay=(_nonneg, "Adam weight decay (L2)"),
-    clip=(_nonneg, "clip the gradient norm to this (0: no clipping)"),
-    schedule=(list(SCHEDULES), "learning-rate schedule after warm-up"),
-    warmup=(_int, "linear warm-up steps"),
-    steps=(_positive, "optimizer steps in all"),
-    eval_every=(_positive, "steps between evaluations on the validation set (and checkpoints)"),
-    log_every=(_positive, "steps between rows of training metrics"),
-    max_minutes=(_nonneg, "stop training after this many minutes and test (0: no limit)"),
-    seed=(_int, "seed of the initialisation, dropout and batch order"),
-)
-
-def _preset_values(name:str) -> str:
-    "What the presets set for field `name`, for the help text."
-    vals = {p: make_config("listops", p).to_dict()[name] for p in PRESETS}
-    return ", ".join(f"{p}: {v}" for p, v in vals.items())
 
 # Tasks whose commands live in their own module: `rfwp train lm ...` calls `rfwp.lm.main(["train", ...])`.
 EXTERNAL = {"lm": "rfwp.lm", "atari": "rfwp.atari"}
@@ -108,11 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=list(PRESETS), default="laptop",
                    help=" ".join(f"{k.upper()}: {v.why}" for k, v in PRESETS.items()).replace("%", "%%"))
     g = t.add_argument_group("config (unset options take the preset's value)")
-    for name, (kind, help) in TRAIN_OPTIONS.items():
-        opt = "--" + name.replace("_", "-")
-        extra = f" [{_preset_values(name)}]"
-        if isinstance(kind, list): g.add_argument(opt, choices=kind, default=None, help=help + extra)
-        else: g.add_argument(opt, type=kind, default=None, metavar=name.upper(), help=help + extra)
+    add_config_args(g, TrainConfig, PRESETS, choices=CHOICES, skip=("task",))
     r = t.add_argument_group("run")
     r.add_argument("--run-dir", default=None, help="where the run's files go (default: runs/<task>-<model>-<preset>, e.g. runs/listops-d10-rdn-laptop)")
     r.add_argument("--data-dir", default="data", help="where datasets are generated once and shared between runs")
@@ -150,9 +96,10 @@ def default_run_dir(cfg:TrainConfig, preset:str) -> str:
 
 def cmd_train(a:argparse.Namespace, parser) -> int:
     "`rfwp train`."
-    given = {k: getattr(a, k) for k in TRAIN_OPTIONS if getattr(a, k) is not None}
-    try: cfg = make_config(a.task, a.preset, **given)
-    except ValueError as e: parser.error(str(e))
+    try: cfg = make_config(a.task, a.preset, **given_args(a, TrainConfig, skip=("task",)))
+    except ValueError as e:
+        m = re.match(r"(\w+): ", str(e))                              # "lr: must be >= 0" -> "argument --lr: lr: must be >= 0"
+        parser.error(f"argument --{m.group(1).replace('_', '-')}: {e}" if m and m.group(1) in TRAIN_OPTIONS else str(e))
     threads = a.threads or PRESETS[a.preset].threads
     res = train(cfg, a.run_dir or default_run_dir(cfg, a.preset), a.data_dir, resume=a.resume, overwrite=a.overwrite,
                 device=a.device, threads=threads, progress=not a.no_progress, stop_at=a.stop_at)
@@ -165,10 +112,14 @@ def cmd_eval(a:argparse.Namespace, parser) -> int:
     path = Path(a.run_dir)
     if path.is_dir(): path = path / f"{a.checkpoint}.pt"
     ck = load_checkpoint(path)
+    if (kind := ck.get("kind")) != "algorithmic":
+        cmd = {"lm": "rfwp eval lm RUN_DIR", "atari": "rfwp eval atari CHECKPOINT"}.get(kind)
+        raise CheckpointError(f"{path}: is {'a ' + kind if kind else 'not a ListOps or code execution'} checkpoint"
+                              + (f"; evaluate it with `{cmd}`" if cmd else ""))
     cfg = TrainConfig.from_dict(ck["config"])
     dd = setup_dist(a.device)
     model = SeqModel(ModelConfig.from_dict(ck["model_config"])).to(dd.device)
-    model.load_state_dict(ck["model"])
+    load_weights(model, ck["model"], path)
     spec = cfg.spec()
     data = encode(load_dataset(spec, a.data_dir, log=lambda *x: print(*x, file=sys.stderr))[a.split], spec)
     m = evaluate(model, data, spec.objective, 4 * cfg.batch_size, dd)
@@ -197,7 +148,7 @@ def main(argv:list[str]|None=None) -> int:
     parser = make_parser()
     a = parser.parse_args(argv)
     try: return {"train": cmd_train, "eval": cmd_eval}[a.command](a, subparser(parser, a.command))
-    except (CheckpointError, ValueError) as e:
+    except (CheckpointError, ValueError, RunFileError) as e:
         print(f"rfwp {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside the training loop (which stops cleanly itself), or a second Ctrl-C

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from .utils import IMPLS
+from .utils import IMPLS, upcast
 from .ops.linear import elu_p1, elu_sumnorm, linear_attention
 from .ops.delta import delta_rule
 from .ops.fastnets import delta_rnn, delta_lstm, delta_delta, delta_mlp
@@ -136,10 +136,6 @@ class Block(nn.Module):
     def extra_repr(self): return f"kind={self.kind!r}, heads={self.H}, head_dim={self.D}"
 
 # %% ../nbs/06_layers.ipynb #cf9e41b2
-def _upcast(x:Tensor) -> Tensor:
-    "Half-precision tensors to float32; float32/64 unchanged."
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
 class FWPBlock(Block):
     "A block whose mixer is a fast weight programmer: bias-free slow projection, feature maps, one op over all heads."
     slow_state_len = 0  # leading state tensors that belong to the slow net (the LSTM slow net has 2)
@@ -169,11 +165,11 @@ class FWPBlock(Block):
         n = self.slow_state_len
         s_slow, s_fast = (None, None) if state is None else (tuple(state[:n]) or None, tuple(state[n:]))
         p, s_slow = self.slow_net(h, s_slow)
-        p = _upcast(p).view(B, T, self.H, -1)                           # (B, T, H, width)
+        p = upcast(p).view(B, T, self.H, self.width())                  # (B, T, H, width)
         with torch.autocast(h.device.type, enabled=False):
             o, s_fast = self.fwp(p, s_fast)                             # (B, T, H, D)
         if self.cfg.scale_heads: o = o * self.D ** -0.5
-        return o.reshape(B, T, -1).to(h.dtype), tuple(s_slow) + tuple(s_fast)
+        return o.reshape(B, T, self.cfg.d_model).to(h.dtype), tuple(s_slow) + tuple(s_fast)
 
 def _first(state): return None if state is None else state[0]
 
@@ -286,12 +282,19 @@ class RDNBlock(FWPBlock):
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #d5dfd85a
+def _lstm_no_steps(lstm, h, state):
+    "What `nn.LSTM` would return for an empty sequence (it refuses one): no outputs, the state (zeros when None) unchanged."
+    B, n = h.shape[0], lstm.hidden_size
+    state = (h.new_zeros(B, n), h.new_zeros(B, n)) if state is None else state
+    return h.new_zeros(B, 0, n), tuple(s.clone() for s in state)
+
 @register("lstm_delta")
 class LSTMDeltaBlock(DeltaBlock):
     "Delta Net whose q, k, v, β come from an LSTM over LN(x). State (h, c, S)."
     slow_state_len = 2
     def make_slow_net(self): return nn.LSTM(self.cfg.d_model, self.H * self.width(), batch_first=True)
     def slow_net(self, h, slow_state):
+        if h.shape[1] == 0: return _lstm_no_steps(self.slow, h, slow_state)
         hc = None if slow_state is None else tuple(s.unsqueeze(0) for s in slow_state)   # (1, B, n) each
         p, (hn, cn) = self.slow(h, hc)                                  # (B, T, H·(3D+1))
         return p, (hn[0], cn[0])
@@ -305,6 +308,7 @@ class LSTMBlock(Block):
         self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, batch_first=True)
 
     def mix(self, h, state):
+        if h.shape[1] == 0: return _lstm_no_steps(self.lstm, h, state)
         hc = None if state is None else tuple(s.unsqueeze(0) for s in state)  # (1, B, d_model) each
         o, (hn, cn) = self.lstm(h, hc)                                  # (B, T, d_model)
         return o, (hn[0], cn[0])
@@ -331,7 +335,7 @@ class TransformerBlock(Block):
             causal = torch.ones(T, Tp + T, dtype=torch.bool, device=h.device).tril(Tp)
             mask = causal & valid[:, None, None, :]                     # (B, 1, T, Tp+T)
             o = F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=mask)
-        return t(o).reshape(B, T, -1), (k, v, valid)
+        return t(o).reshape(B, T, self.cfg.d_model), (k, v, valid)
 
     @staticmethod
     def n_visible(state:tuple|None, # a TransformerBlock state, or None

@@ -16,17 +16,18 @@ import torch.distributed as dist
 from torch import Tensor
 from .layers import LAYERS, LayerConfig, detach_state
 from .models import count_params
-from .train import (Dist, setup_dist, save_checkpoint, load_checkpoint, CheckpointError, rng_state, set_rng_state,
-                        Bar, write_metrics, config_diff, _Signals, _prepare_run_dir)
+from .utils import upcast
+from .run import (Dist, Task, Preset, fit, setup_dist, load_checkpoint, load_weights, CheckpointError, data_parallel,
+                      lr_schedule, plot_curves, make_config as _make)
 
 # %% auto #0
-__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'LM_RUN_FILES',
-           'BENCH_MODELS', 'RFWPS', 'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'LM_OPTIONS', 'tokenize', 'build_vocab',
-           'encode_tokens', 'word_vocab', 'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files',
-           'load_lm_data', 'LMModelConfig', 'LMModel', 'window_starts', 'get_lm_batch', 'get_stream_batch',
-           'lm_lr_lambda', 'eval_sliding', 'eval_full', 'LMTrainConfig', 'make_lm_config', 'plot_lm_curves', 'train_lm',
-           'signal_name', 'generate', 'encode_prompt', 'bench_char', 'char_table', 'bench_speed', 'speed_table',
-           'bench_word', 'make_lm_parser', 'cmd_train', 'cmd_eval', 'cmd_generate', 'cmd_bench', 'main']
+__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'BENCH_MODELS', 'RFWPS',
+           'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'LM_OPTIONS', 'tokenize', 'build_vocab', 'encode_tokens', 'word_vocab',
+           'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files', 'load_lm_data', 'LMModelConfig',
+           'LMModel', 'window_starts', 'get_lm_batch', 'get_stream_batch', 'eval_sliding', 'eval_full', 'LMTrainConfig',
+           'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt', 'bench_char', 'char_table',
+           'bench_speed', 'speed_table', 'bench_word', 'make_lm_parser', 'cmd_train', 'cmd_eval', 'cmd_generate',
+           'cmd_bench', 'main']
 
 # %% ../nbs/08_language_modelling.ipynb #2f08982e
 EOS, UNK = "<eos>", "<unk>"
@@ -268,10 +269,6 @@ class LMModelConfig:
     def from_dict(cls, d): return cls(**d)
 
 # %% ../nbs/08_language_modelling.ipynb #6856d890
-def _up(x:Tensor) -> Tensor:
-    "Half precision to float32; float32/64 unchanged."
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-
 class LMModel(nn.Module):
     "Embedding -> `n_layers` blocks (each with its state) -> LayerNorm -> tied softmax or adaptive softmax."
     def __init__(self, cfg:LMModelConfig):
@@ -314,7 +311,7 @@ class LMModel(nn.Module):
 
     def logits(self, h:Tensor) -> Tensor:
         "Log-probabilities of every token type (B, T, V) from hidden states (B, T, d_model)."
-        h = _up(h)
+        h = upcast(h)
         if self.out is not None: return self.out.log_prob(h.flatten(0, 1)).view(*h.shape[:-1], -1)
         return torch.log_softmax(F.linear(h, self.embed.weight.to(h.dtype), self.bias.to(h.dtype)), -1)
 
@@ -323,7 +320,7 @@ class LMModel(nn.Module):
            ) -> Tensor: # (B, T) negative log-likelihood in nats
         "Per-token negative log-likelihood (computed in float32)."
         with torch.autocast(h.device.type, enabled=False):
-            h = _up(h)
+            h = upcast(h)
             if self.out is not None: return -self.out(h.flatten(0, 1), targets.flatten()).output.view(targets.shape)
             logits = F.linear(h, self.embed.weight.to(h.dtype), self.bias.to(h.dtype))  # (B, T, V)
             return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
@@ -378,15 +375,6 @@ def get_stream_batch(data:np.ndarray, # token ids of the training split
     starts = np.arange(rank * b, (rank + 1) * b) * L + i * context
     w = torch.from_numpy(np.stack([np.asarray(data[s:s + context + 1], dtype=np.int64) for s in starts]))  # (b, context+1)
     return w[:, :-1], w[:, 1:], i == 0
-
-def lm_lr_lambda(lr:float, min_lr:float, warmup:int, steps:int, schedule:str="cosine"):
-    "Multiplier of `lr` at each step: linear warm-up, then constant or cosine down to `min_lr`."
-    def f(step):
-        if warmup and step < warmup: return (step + 1) / warmup
-        if schedule == "constant" or lr == 0: return 1.0
-        p = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return (min_lr + 0.5 * (1 + math.cos(math.pi * p)) * (lr - min_lr)) / lr
-    return f
 
 # %% ../nbs/08_language_modelling.ipynb #e2a6e2b6
 @torch.no_grad()
@@ -531,48 +519,24 @@ class LMTrainConfig:
 LM_RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every", "eval_tokens", "eval_stride", "eval_streams")
 
 LM_PRESETS = dict(
-    paper=("The paper's small WikiText-103 setting (DESIGN.md §5): 16 layers, d_model 128, 8 heads of 16, FF 2048, dropout 0.1, "
-           "context 256, batch 96, Adam 2.5e-4, 2000 warm-up steps, cosine to 0 over 500k steps, gradient clipping 0.25. "
-           "Days on one GPU.", {}, 0),
-    laptop=("Minutes on a CPU (nanoGPT's shakespeare_char CPU recipe, the character-level benchmark of issue #5): 4 layers, "
-            "d_model 128, 4 heads, FF 512, no dropout, context 64, batch 12, AdamW 1e-3 (beta2 0.99, weight decay 0.1), "
-            "100 warm-up steps, cosine to 1e-4 over 2000 steps, clipping 1.0; one CPU thread.",
-            dict(n_layers=4, d_model=128, n_heads=4, ff_dim=512, dropout=0.0, context=64, batch_size=12, optimizer="adamw",
-                 lr=1e-3, min_lr=1e-4, beta2=0.99, weight_decay=0.1, clip=1.0, warmup=100, steps=2000, eval_every=500,
-                 log_every=50, eval_stride=0, eval_streams=8), 1),
+    paper=Preset("The paper's small WikiText-103 setting: 16 layers, d_model 128, 8 heads of 16, FF 2048, dropout 0.1, "
+                 "context 256, batch 96, Adam 2.5e-4, 2000 warm-up steps, cosine to 0 over 500k steps, gradient clipping 0.25. "
+                 "Days on one GPU."),
+    laptop=Preset("Minutes on a CPU (nanoGPT's shakespeare_char CPU recipe, our character-level benchmark): 4 layers, "
+                  "d_model 128, 4 heads, FF 512, no dropout, context 64, batch 12, AdamW 1e-3 (beta2 0.99, weight decay 0.1), "
+                  "100 warm-up steps, cosine to 1e-4 over 2000 steps, clipping 1.0; one CPU thread.",
+                  dict(n_layers=4, d_model=128, n_heads=4, ff_dim=512, dropout=0.0, context=64, batch_size=12, optimizer="adamw",
+                       lr=1e-3, min_lr=1e-4, beta2=0.99, weight_decay=0.1, clip=1.0, warmup=100, steps=2000, eval_every=500,
+                       log_every=50, eval_stride=0, eval_streams=8), threads=1),
 )
 
 def make_lm_config(preset:str="laptop", # a key of `LM_PRESETS`
                    **overrides, # any `LMTrainConfig` field
                   ) -> LMTrainConfig:
     "The config of `preset` with `overrides`; bad names and values raise `ValueError`."
-    if preset not in LM_PRESETS: raise ValueError(f"preset: unknown preset {preset!r}; choose from {', '.join(LM_PRESETS)}")
-    d = {**LMTrainConfig().to_dict(), **LM_PRESETS[preset][1]}
-    if bad := sorted(set(overrides) - set(d)): raise ValueError(f"unknown config field(s) {', '.join(bad)}; valid: {', '.join(sorted(d))}")
-    return LMTrainConfig.from_dict({**d, **overrides}).validate()
+    return _make(LMTrainConfig, LM_PRESETS, preset, **overrides)
 
 # %% ../nbs/08_language_modelling.ipynb #3de95e24
-LM_RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json")
-
-def plot_lm_curves(rows:list[dict], path, title:str=""):
-    "Training and validation loss (nats/token) and the learning rate against the step, saved as a PNG."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 3.2))
-    ax1, ax2 = fig.subplots(1, 2)
-    for split, style in (("train", "-"), ("valid", "o-")):
-        r = [x for x in rows if x["split"] == split]
-        if r: ax1.plot([x["step"] for x in r], [x["loss"] for x in r], style, ms=3, label=split)
-    r = [x for x in rows if x["split"] == "train"]
-    if r: ax2.plot([x["step"] for x in r], [x["lr"] for x in r])
-    ax1.set(xlabel="step", ylabel="loss (nats/token)"); ax2.set(xlabel="step", ylabel="learning rate")
-    if ax1.lines: ax1.legend()
-    fig.suptitle(title); fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png"); fig.savefig(tmp, dpi=100); os.replace(tmp, path)
-
-def _prepare(cfg:LMTrainConfig, run_dir:Path, resume:bool, overwrite:bool, main:bool) -> bool:
-    "Check `run_dir` against `cfg` with the shared rule of `rfwp.train`; return whether to resume."
-    return _prepare_run_dir(cfg, run_dir, resume, overwrite, main, resumable=LM_RESUMABLE, run_files=LM_RUN_FILES)[1]
-
 def _optimizer(cfg:LMTrainConfig, model:nn.Module) -> torch.optim.Optimizer:
     "Adam, or AdamW with weight decay on matrices and embeddings only (not on biases and norms)."
     if cfg.optimizer == "adam":
@@ -597,6 +561,87 @@ def _final_eval(model, data:LMData, cfg:LMTrainConfig, dd:Dist, amp:bool, say) -
     return out
 
 # %% ../nbs/08_language_modelling.ipynb #497ab473
+class LMTask(Task):
+    "Language modelling for `rfwp.run.fit`: windows (or carried streams) of a tokenised corpus, an `LMModel`, Adam(W)."
+    resumable = LM_RESUMABLE
+    def __init__(self, cfg:LMTrainConfig, cache_dir="data/lm-cache", online:bool|None=None):
+        self.config, self.cache_dir, self.online, self.name = cfg, cache_dir, online, cfg.model
+        self.total, self.log_every, self.eval_every, self.max_minutes = cfg.steps, cfg.log_every, cfg.eval_every, cfg.max_minutes
+        self.files = cfg.files()                                      # checks the paths before anything is written
+        self.state = None                                             # the carried state of every layer (carry_state)
+
+    def setup(self, dd:Dist, say):
+        cfg, self.dd = self.config, dd
+        if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
+        if dd.main: data = load_lm_data(self.files, self.cache_dir, cfg.valid_frac, self.online, say)
+        dd.barrier()
+        if not dd.main: data = load_lm_data(self.files, self.cache_dir, cfg.valid_frac, self.online, say)
+        self.data, self.train_ids = data, data.splits["train"]
+        torch.manual_seed(cfg.seed)
+        self.mcfg = cfg.model_config(data.vocab_size)
+        self.model = LMModel(self.mcfg).to(dd.device)
+        # an adaptive softmax leaves a tail cluster unused when no target of the batch falls in it
+        self.net = data_parallel(self.model, dd, find_unused_parameters=self.mcfg.adaptive())
+        self.opt = _optimizer(cfg, self.model)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr / cfg.lr if cfg.lr else 0.0))
+        torch.manual_seed(cfg.seed + 1000 * dd.rank)                  # the dropout stream
+        self.amp = cfg.amp and dd.device.type == "cuda"
+        self.carry = cfg.carry_state and self.model.carries_state
+        self.n_params = self.model.num_params()
+        self.per_epoch = max(1, len(window_starts(len(self.train_ids), cfg.context, 0, cfg.seed)) // cfg.batch_size)
+        self.net.train()
+
+    def describe(self) -> str:
+        c, d, m = self.config, self.data, self.mcfg
+        head = f"adaptive softmax {m.used_cutoffs()}" if m.adaptive() else "tied softmax"
+        how = " (streams, state carried)" if self.carry else " (streams)" if c.carry_state else ""
+        return (f"{d.about}: {d.vocab_size:,} {d.level} types; " + ", ".join(f"{s} {len(v):,}" for s, v in d.splits.items()) + " tokens\n"
+                f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {head}, {self.n_params:,} parameters; "
+                f"{c.steps} steps of {c.batch_size} x {c.context} tokens{how} on {self.dd.world} x {self.dd.device.type}{' (bf16)' if self.amp else ''}")
+
+    def train_step(self, step:int) -> dict:
+        c, dd = self.config, self.dd
+        if c.carry_state:
+            x, y, new = get_stream_batch(self.train_ids, step, c.batch_size, c.context, dd.rank, dd.world)
+            if new: self.state = None                                 # a new pass over the streams starts from zero
+        else: x, y = get_lm_batch(self.train_ids, step, c.batch_size, c.context, c.seed, dd.rank, dd.world)
+        x, y = x.to(dd.device), y.to(dd.device)
+        with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            nll, new_state = self.net(x, y, self.state) if self.carry else self.net(x, y)   # (b, context)
+        if self.carry: self.state = detach_state(new_state)
+        loss = nll.float().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip: nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
+        self.opt.step(); self.sched.step()
+        return dict(loss=loss.item() * y.numel(), n=y.numel())
+
+    def position(self, step:int) -> dict: return dict(epoch=round(step / self.per_epoch, 3))
+    def train_row(self, sums:dict) -> dict:
+        l = sums["loss"] / max(sums["n"], 1)
+        return dict(loss=l, ppl=math.exp(min(l, 700)), tokens_per_s=round(sums["n"] / max(sums["seconds"], 1e-9)))
+    def bar(self, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+    def evaluate(self) -> dict:
+        c = self.config
+        v = eval_sliding(self.model, self.data.splits["valid"], c.context, c.context, 4 * c.batch_size // self.dd.world, c.eval_tokens, self.dd, self.amp)
+        return dict(loss=v["loss"], ppl=v["ppl"])
+    def score(self, row:dict) -> float: return -row["loss"]
+    def state_dict(self) -> dict:                                     # the carried state (of a single-process run)
+        return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
+    def load_state_dict(self, d:dict):
+        if self.carry and self.dd.world == 1 and d.get("carried") is not None:
+            self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
+    def checkpoint_extra(self) -> dict:
+        return dict(kind="lm", model_config=self.mcfg.to_dict(), vocab=list(self.data.vocab), level=self.data.level, n_params=self.n_params)
+    def plot(self, rows:list[dict], path):
+        plot_curves(rows, path, {"loss (nats/token)": "loss", "learning rate": "lr"},
+                    title=f"{Path(self.data.about.split(', ')[0]).name} · {self.config.model} · {self.n_params:,} params")
+    def finish(self, best:dict, say) -> dict:
+        tr = [r["tokens_per_s"] for r in best["rows"] if r["split"] == "train" and r.get("tokens_per_s")]
+        bv = min((r["loss"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+        return dict(best_valid_loss=bv, n_params=self.n_params, tokens_per_s=round(sum(tr) / len(tr)) if tr else None,
+                    **_final_eval(self.model, self.data, self.config, self.dd, self.amp, say))
+
 def train_lm(cfg:LMTrainConfig, # what to train
              run_dir="runs/lm", # where the run's files go
              cache_dir="data/lm-cache", # tokenised corpora
@@ -612,128 +657,8 @@ def train_lm(cfg:LMTrainConfig, # what to train
             ) -> dict:
     "Train (or continue) a language model; return its results."
     cfg.validate()
-    if threads: torch.set_num_threads(threads)
-    dd = setup_dist(device)
-    try: res = _train_lm(cfg, dd, Path(run_dir), cache_dir, resume, overwrite, progress, stop_at, final_eval, online, log)
-    except BaseException:
-        if dd.world > 1: dist.destroy_process_group()
-        raise
-    if dd.world > 1: dist.barrier(); dist.destroy_process_group()
-    return res
-
-def _train_lm(cfg, dd, run_dir, cache_dir, resume, overwrite, progress, stop_at, final_eval, online, log):
-    if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
-    say = log if dd.main else (lambda *a, **k: None)
-    files = cfg.files()                                                 # checks the paths before anything is written
-    resuming = _prepare(cfg, run_dir, resume, overwrite, dd.main)
-    ck = load_checkpoint(run_dir / "last.pt") if resuming else None      # a bad checkpoint changes nothing
-    if ck is not None and (diff := [d for d in config_diff(ck.get("config", {}), cfg.to_dict()) if d.split(":")[0] not in LM_RESUMABLE]):
-        raise CheckpointError(f"{run_dir / 'last.pt'} belongs to a different run ({'; '.join(diff)}). Nothing was changed.")
-    if dd.main: data = load_lm_data(files, cache_dir, cfg.valid_frac, online, say)
-    if dd.world > 1: dist.barrier()
-    if not dd.main: data = load_lm_data(files, cache_dir, cfg.valid_frac, online, say)
-    if dd.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    torch.manual_seed(cfg.seed)
-    mcfg = cfg.model_config(data.vocab_size)
-    model = LMModel(mcfg).to(dd.device)
-    # an adaptive softmax leaves a tail cluster unused when no target of the batch falls in it
-    net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=mcfg.adaptive()) if dd.world > 1 else model
-    opt = _optimizer(cfg, model)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lm_lr_lambda(cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps, cfg.schedule))
-    torch.manual_seed(cfg.seed + 1000 * dd.rank)                        # the dropout stream
-    amp = cfg.amp and dd.device.type == "cuda"
-    step, rows, best, elapsed, sums = 0, [], float("inf"), 0.0, dict(loss=0.0, n=0)
-    carry, state = cfg.carry_state and model.carries_state, None
-    if ck is not None:
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        sched.lr_lambdas = [lm_lr_lambda(cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps, cfg.schedule)] * len(opt.param_groups)  # `steps` may have changed
-        step, rows, best, elapsed, sums = (ck[k] for k in ("step", "rows", "best_valid_loss", "elapsed_s", "pending"))
-        if dd.main: set_rng_state(ck["rng"])
-        else: torch.manual_seed(cfg.seed + 1000 * dd.rank + step)
-        if carry and dd.world == 1 and ck.get("carried") is not None:  # the carried state (of a single-process run)
-            state = [tuple(t.to(dd.device) for t in s) for s in ck["carried"]]
-        say(f"resuming {run_dir} at step {step}")
-    n_params = model.num_params()
-    train_ids = data.splits["train"]
-    say(f"{data.about}: {data.vocab_size:,} {data.level} types; " + ", ".join(f"{s} {len(v):,}" for s, v in data.splits.items()) + " tokens")
-    say(f"model {cfg.model}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {'adaptive softmax ' + str(mcfg.used_cutoffs()) if mcfg.adaptive() else 'tied softmax'}, "
-        f"{n_params:,} parameters; {cfg.steps} steps of {cfg.batch_size} x {cfg.context} tokens{' (streams, state carried)' if carry else ' (streams)' if cfg.carry_state else ''} on {dd.world} x {dd.device.type}{' (bf16)' if amp else ''}; run dir {run_dir}")
-
-    def checkpoint(name):
-        if dd.main: save_checkpoint(dict(
-            config=cfg.to_dict(), model_config=mcfg.to_dict(), vocab=list(data.vocab), level=data.level, model=model.state_dict(),
-            optimizer=opt.state_dict(), scheduler=sched.state_dict(), rng=rng_state(), step=step, rows=rows,
-            best_valid_loss=best, elapsed_s=elapsed, n_params=n_params, pending=sums,
-            carried=None if state is None or dd.world > 1 else [list(s) for s in state]), run_dir / name)
-    def report():
-        if dd.main:
-            write_metrics(rows, run_dir)
-            plot_lm_curves(rows, run_dir / "curves.png", f"{Path(data.about.split(', ')[0]).name} · {cfg.model} · {n_params:,} params")
-
-    per_epoch = max(1, len(window_starts(len(train_ids), cfg.context, 0, cfg.seed)) // cfg.batch_size)
-    bar = Bar(cfg.steps, step, desc=cfg.model, enabled=progress and dd.main, log=say)
-    status, t_start, toks, t_train = "done", time.time() - elapsed, 0, 0.0
-    spent = bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes
-    net.train()
-    with _Signals() as sig:
-        while step < cfg.steps and not spent:
-            t0 = time.time()
-            if cfg.carry_state:
-                x, y, new = get_stream_batch(train_ids, step, cfg.batch_size, cfg.context, dd.rank, dd.world)
-                if new: state = None                                    # a new pass over the streams starts from zero
-            else: x, y = get_lm_batch(train_ids, step, cfg.batch_size, cfg.context, cfg.seed, dd.rank, dd.world)
-            x, y = x.to(dd.device), y.to(dd.device)
-            with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=amp):
-                nll, new_state = net(x, y, state) if carry else net(x, y)   # (b, context)
-            if carry: state = detach_state(new_state)
-            loss = nll.float().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip: nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step(); sched.step()
-            step, elapsed = step + 1, time.time() - t_start
-            sums = dict(loss=sums["loss"] + loss.item() * y.numel(), n=sums["n"] + y.numel())
-            toks += y.numel(); t_train += time.time() - t0
-            flags = dd.sum(dict(time=float(bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes),
-                                stop=float(sig.got is not None or step == stop_at)))
-            if step % cfg.log_every == 0 or step == cfg.steps or flags["time"]:
-                tot = dd.sum({**sums, "toks": toks, "t": t_train})
-                l, tps = tot["loss"] / max(tot["n"], 1), tot["toks"] / max(tot["t"] / dd.world, 1e-9)
-                rows.append(dict(step=step, epoch=round(step / per_epoch, 3), split="train", loss=l, ppl=math.exp(min(l, 700)),
-                                 lr=sched.get_last_lr()[0], tokens_per_s=round(tps), elapsed_s=round(elapsed, 2)))
-                bar.update(0, loss=f"{l:.3f}", tok_s=f"{tps:,.0f}")
-                sums, toks, t_train = dict(loss=0.0, n=0), 0, 0.0
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps or flags["time"]:
-                v = eval_sliding(model, data.splits["valid"], cfg.context, cfg.context, 4 * cfg.batch_size // dd.world, cfg.eval_tokens, dd, amp)
-                rows.append(dict(step=step, epoch=round(step / per_epoch, 3), split="valid", loss=v["loss"], ppl=v["ppl"], elapsed_s=round(elapsed, 2)))
-                if dd.main: bar.write(f"step {step}: valid loss {v['loss']:.4f} nats/token, ppl {v['ppl']:.2f}")
-                if v["loss"] < best: best = v["loss"]; checkpoint("best.pt")
-                checkpoint("last.pt"); report()
-            if flags["time"]: say(f"time budget of {cfg.max_minutes} minutes reached at step {step}"); break
-            if flags["stop"]: status = "interrupted"; checkpoint("last.pt"); report(); break
-    bar.close()
-    tr = [r for r in rows if r["split"] == "train" and r.get("tokens_per_s")]
-    res = dict(status=status, step=step, best_valid_loss=best, elapsed_s=round(elapsed, 1), n_params=n_params, run_dir=str(run_dir),
-               signal=sig.got, tokens_per_s=round(sum(r["tokens_per_s"] for r in tr) / len(tr)) if tr else None)
-    if status == "interrupted":
-        why = f"signal {signal_name(sig.got)}" if sig.got else f"stop_at={stop_at}"
-        say(f"interrupted ({why}) at step {step}; {run_dir / 'last.pt'} written; continue with --resume")
-        return res
-    if final_eval:
-        if dd.world > 1: dist.barrier()
-        ck = load_checkpoint(run_dir / "best.pt")
-        model.load_state_dict(ck["model"])
-        res.update(best_step=ck["step"], **_final_eval(model, data, cfg, dd, amp, say))
-    if dd.main: (run_dir / "results.json").write_text(json.dumps({**res, "config": cfg.to_dict()}, indent=1))
-    return res
-
-def signal_name(n:int) -> str:
-    "The name of signal number `n` (e.g. 15 -> 'SIGTERM'), for messages."
-    import signal
-    return signal.Signals(n).name
+    return fit(LMTask(cfg, cache_dir, online), run_dir, resume=resume, overwrite=overwrite, device=device, threads=threads,
+               progress=progress, stop_at=stop_at, final=final_eval, log=log)
 
 # %% ../nbs/08_language_modelling.ipynb #005c5599
 @torch.no_grad()
@@ -984,7 +909,7 @@ def make_lm_parser() -> argparse.ArgumentParser:
         "Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text file at "
         "character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
         "Ctrl-C or SIGTERM write a checkpoint; continue with --resume. Data-parallel: torchrun --nproc_per_node N -m rfwp.cli train lm ..."))
-    t.add_argument("--preset", choices=list(LM_PRESETS), default="laptop", help=" ".join(f"{k.upper()}: {v[0]}" for k, v in LM_PRESETS.items()).replace("%", "%%"))
+    t.add_argument("--preset", choices=list(LM_PRESETS), default="laptop", help=" ".join(f"{k.upper()}: {v.why}" for k, v in LM_PRESETS.items()).replace("%", "%%"))
     _data_args(t)
     g = t.add_argument_group("config (unset options take the preset's value)")
     for name, (kind, help) in LM_OPTIONS.items():
@@ -997,7 +922,7 @@ def make_lm_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in LM_RESUMABLE)} may change)")
     r.add_argument("--overwrite", action="store_true", help="start over: delete the run files in --run-dir first")
     r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (auto: a GPU if there is one)")
-    r.add_argument("--threads", type=_pos, default=None, help="torch CPU threads (default: the preset's, " + ", ".join(f"{k}: {v[2] or 'torch default'}" for k, v in LM_PRESETS.items()) + ")")
+    r.add_argument("--threads", type=_pos, default=None, help="torch CPU threads (default: the preset's, " + ", ".join(f"{k}: {v.threads or 'torch default'}" for k, v in LM_PRESETS.items()) + ")")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--stop-at", type=_pos, default=None, help="stop after this step as if interrupted (to try --resume)")
     r.add_argument("--no-final-eval", action="store_true", help="skip the final sliding-window and full-context evaluation")
@@ -1068,7 +993,7 @@ def cmd_train(a) -> int:
     cfg = make_lm_config(a.preset, **given)
     src = Path(cfg.text).stem if cfg.text else (Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103")
     run_dir = a.run_dir or f"runs/lm-{src}-{cfg.model}-{a.preset}"
-    r = train_lm(cfg, run_dir, a.cache_dir, a.resume, a.overwrite, a.device, a.threads or LM_PRESETS[a.preset][2],
+    r = train_lm(cfg, run_dir, a.cache_dir, a.resume, a.overwrite, a.device, a.threads or LM_PRESETS[a.preset].threads,
                  not a.no_progress, a.stop_at, not a.no_final_eval, a.online)
     return 128 + r["signal"] if r.get("signal") else 0
 

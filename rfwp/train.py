@@ -1,4 +1,4 @@
-"""One training loop for every task: presets that say why, exact resume from atomic checkpoints, clean shutdown on Ctrl-C and SIGTERM, metrics files and learning curves, and data-parallel runs with `torchrun`.
+"""The algorithmic tasks (ListOps, code execution) as a task of the run layer: configs and presets that say why, the objectives, evaluation, `train` and the comparison of models at equal CPU time.
 
 Docs: https://rfwp.github.io/rfwp/training.html.md"""
 
@@ -6,70 +6,70 @@ Docs: https://rfwp.github.io/rfwp/training.html.md"""
 
 # %% ../nbs/07b_training.ipynb #78cdf6d9
 from __future__ import annotations
-import contextlib, csv, dataclasses, io, json, math, os, random, signal, sys, time
-from dataclasses import dataclass, field, asdict, fields
+import dataclasses, json, math
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
-import numpy as np
 import torch, torch.nn.functional as F
-import torch.distributed as dist
 from torch import Tensor
 from .tasks import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded
 from .models import ModelConfig, SeqModel
+from .run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES,
+                      make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'RESUMABLE', 'PRESETS', 'OBJECTIVES', 'CKPT_FORMAT', 'METRIC_COLUMNS', 'RUN_FILES', 'TrainConfig',
-           'Preset', 'make_config', 'sequence_objective', 'token_objective', 'summarize', 'Dist', 'setup_dist',
-           'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state', 'Bar',
-           'write_metrics', 'plot_curves', 'evaluate', 'lr_lambda', 'config_diff', 'train', 'compare_models']
+__all__ = ['IMPLS', 'RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
+           'summarize', 'evaluate', 'AlgoTask', 'train', 'compare_models']
 
 # %% ../nbs/07b_training.ipynb #313857c6
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (saved in `config.json` and in every checkpoint)."
     # data
-    task:str = "listops" # a key of `rfwp.tasks.TASKS`
-    depth:int = 10 # ListOps nesting depth (the paper: 10 and 15)
-    n_vars:int = 3 # code execution variables (the paper: 3 and 5)
-    n_train:int = 10_000 # the paper's splits: 10k / 1k / 1k
-    n_valid:int = 1_000
-    n_test:int = 1_000
-    data_seed:int = 0 # which dataset (shared by every model, so they are compared on the same data)
-    # model (see `rfwp.models.ModelConfig`)
-    model:str = "rdn" # a layer kind of `rfwp.layers.LAYERS`
-    n_layers:int = 4 # the paper: 4 layers, d_model 256, 16 heads of 16, FF 1024
-    d_model:int = 256
-    n_heads:int = 16
-    ff_dim:int = 1024
-    dropout:float = 0.1
-    impl:str = "auto" # op implementation ("naive", "torch", "triton", "auto")
+    task:str = "listops" # the task: a key of `rfwp.tasks.TASKS`
+    depth:int = 10 # ListOps: nesting depth of every sample (the paper: 10 and 15)
+    n_vars:int = 3 # code execution: number of variables (the paper: 3 and 5)
+    n_train:int = 10_000 # training samples (the paper's splits: 10k / 1k / 1k)
+    n_valid:int = 1_000 # validation samples (evaluated every `eval_every` steps; the best checkpoint is chosen on them)
+    n_test:int = 1_000 # test samples (evaluated once, with the best checkpoint, at the end)
+    data_seed:int = 0 # dataset seed: runs with the same data seed share the dataset files (and are compared on the same data)
+    # model (see `rfwp.models.ModelConfig`; the paper: 4 layers, d_model 256, 16 heads of 16, FF 1024)
+    model:str = "rdn" # the layer kind of every block (a key of `rfwp.layers.LAYERS`)
+    n_layers:int = 4 # number of blocks
+    d_model:int = 256 # residual width
+    n_heads:int = 16 # heads per block (must divide d_model)
+    ff_dim:int = 1024 # feedforward width
+    dropout:float = 0.1 # dropout rate
+    impl:str = "auto" # op implementation: naive, torch, triton or auto
     # optimisation (the official code: Adam 3e-4, betas (0.9, 0.995), eps 1e-9, no clipping, constant lr)
-    batch_size:int = 64 # global batch (split over the processes of a data-parallel run)
-    lr:float = 3e-4
-    beta1:float = 0.9
-    beta2:float = 0.995
-    eps:float = 1e-9
-    weight_decay:float = 0.0
-    clip:float = 0.0 # max gradient norm (0: no clipping)
-    schedule:str = "constant" # "constant" or "cosine" (to 0 at `steps`)
+    batch_size:int = 64 # samples per optimiser step, over all processes
+    lr:float = 3e-4 # Adam learning rate (the peak, after warm-up)
+    beta1:float = 0.9 # Adam beta1
+    beta2:float = 0.995 # Adam beta2
+    eps:float = 1e-9 # Adam epsilon
+    weight_decay:float = 0.0 # Adam weight decay (L2)
+    clip:float = 0.0 # clip the gradient norm to this (0: no clipping)
+    schedule:str = "constant" # learning-rate schedule after warm-up: constant, cosine or linear (to 0 at `steps`)
     warmup:int = 0 # linear warm-up steps
-    steps:int = 31_250 # 200 epochs of 10k samples at batch 64
+    steps:int = 31_250 # optimiser steps in all (31,250 = 200 epochs of 10k samples at batch 64)
     # bookkeeping
-    eval_every:int = 157 # steps between evaluations (and checkpoints); 157 = one epoch above
-    log_every:int = 10 # steps between train-metric rows
-    max_minutes:float = 0.0 # stop training after this many minutes (0: no limit), then test
-    seed:int = 1 # model initialisation, dropout
+    eval_every:int = 157 # steps between evaluations on the validation set (and checkpoints); 157 = one epoch above
+    log_every:int = 10 # steps between rows of training metrics
+    max_minutes:float = 0.0 # stop training after this many minutes, then test (0: no limit)
+    seed:int = 1 # seed of the initialisation, dropout and batch order
 
     def validate(self):
         "Raise a `ValueError` naming the first invalid field."
         from rfwp.layers import LAYERS
         if self.task not in TASKS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(TASKS)}")
         if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
+        if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
         if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        for k in ("n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
+        for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
             if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr"):
+        for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps"):
             if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-        if not 0 <= self.dropout < 1: raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
+        for k in ("dropout", "beta1", "beta2"):
+            if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
         if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
         if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
         if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
@@ -88,25 +88,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d:dict):
         "Build from a dict; unknown keys raise a `ValueError`."
-        names = {f.name for f in fields(cls)}
-        if bad := sorted(set(d) - names): raise ValueError(f"TrainConfig: unknown field(s) {', '.join(bad)}")
-        return cls(**d)
+        return _from_dict(cls, d)
 
-SCHEDULES = ("constant", "cosine")
+IMPLS = ("auto", "naive", "torch", "triton")
 # fields that may change when a run is resumed: how long it runs and how often it reports
 RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every")
 
 # %% ../nbs/07b_training.ipynb #f46ad350
-@dataclass
-class Preset:
-    "Overrides of `TrainConfig` defaults, and why."
-    why:str
-    overrides:dict = field(default_factory=dict)
-    task_overrides:dict = field(default_factory=dict) # {task: {field: value}} on top of `overrides`
-    threads:int = 0 # torch CPU threads to use (0: torch's default); not part of the run's config
-
 PRESETS = dict(
-    paper=Preset("The official code's setting (DESIGN.md §5): 4 layers, d_model 256, 16 heads, FF 1024, dropout 0.1, "
+    paper=Preset("The official code's setting: 4 layers, d_model 256, 16 heads, FF 1024, dropout 0.1, "
                  "batch 64, Adam 3e-4 (0.9, 0.995, eps 1e-9), constant lr, 200 epochs of 10k samples, evaluated every epoch. "
                  "Hours on a GPU; days on a CPU."),
     laptop=Preset("Fits 10 minutes on a 2-core CPU (measured: 3.6 min in all for ListOps depth 10, test accuracy 73.0%). "
@@ -119,8 +109,7 @@ PRESETS = dict(
                   "speeds up, and one thread does not stall when another process competes for the cores.",
                   dict(n_layers=2, d_model=128, n_heads=8, ff_dim=256, dropout=0.0, lr=2e-3, schedule="cosine", warmup=50,
                        clip=1.0, batch_size=32, steps=1000, eval_every=200, log_every=10, n_valid=500, max_minutes=9.0),
-                  dict(codeexec=dict(steps=300, eval_every=100)),
-                  threads=1),
+                  threads=1, task_values=dict(codeexec=dict(steps=300, eval_every=100))),
 )
 
 def make_config(task:str="listops", # a key of `rfwp.tasks.TASKS`
@@ -128,13 +117,8 @@ def make_config(task:str="listops", # a key of `rfwp.tasks.TASKS`
                 **overrides, # any `TrainConfig` field
                ) -> TrainConfig:
     "The config of `preset` for `task`, with `overrides`; invalid names and values raise `ValueError`."
-    if preset not in PRESETS: raise ValueError(f"preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    if task not in TASKS: raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(TASKS)}")
-    p = PRESETS[preset]
-    d = {**TrainConfig().to_dict(), **p.overrides, **p.task_overrides.get(task, {}), "task": task}
-    names = set(d)
-    if bad := sorted(set(overrides) - names): raise ValueError(f"unknown config field(s) {', '.join(bad)}; valid: {', '.join(sorted(names))}")
-    return TrainConfig.from_dict({**d, **overrides}).validate()
+    if preset in PRESETS and task not in TASKS: raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return _make(TrainConfig, PRESETS, preset, task=task, **overrides)
 
 # %% ../nbs/07b_training.ipynb #38d9a327
 def sequence_objective(logits:Tensor, # (B, T, C)
@@ -169,148 +153,6 @@ def summarize(sums:dict) -> dict:
         out["print_acc"] = sums["prints_correct"] / max(sums["prints"], 1)
     return out
 
-# %% ../nbs/07b_training.ipynb #6be0a7e8
-@dataclass
-class Dist:
-    "Where this process stands in a (possibly single-process) run."
-    rank:int = 0
-    world:int = 1
-    device:torch.device = torch.device("cpu")
-    @property
-    def main(self) -> bool: return self.rank == 0
-    def sum(self, d:dict) -> dict:
-        "Sum a dict of numbers over processes."
-        if self.world == 1: return d
-        keys = sorted(d)
-        t = torch.tensor([float(d[k]) for k in keys], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(t)
-        return dict(zip(keys, t.tolist()))
-    def any(self, flag:bool) -> bool:
-        "True on every process if it is true on one."
-        return bool(self.sum({"f": float(flag)})["f"]) if self.world > 1 else flag
-
-def setup_dist(device:str="auto") -> Dist:
-    "Join the `torchrun` process group if there is one; pick the device."
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if device == "cuda" and not torch.cuda.is_available(): raise ValueError("device: cuda requested but no GPU is available")
-    if world == 1: return Dist(0, 1, torch.device("cuda" if cuda else "cpu"))
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if cuda: torch.cuda.set_device(local)
-    if not dist.is_initialized(): dist.init_process_group("nccl" if cuda else "gloo")
-    return Dist(rank, world, torch.device(f"cuda:{local}" if cuda else "cpu"))
-
-# %% ../nbs/07b_training.ipynb #b56ba02e
-CKPT_FORMAT = "rfwp-checkpoint/1"
-
-class CheckpointError(ValueError):
-    "A checkpoint that cannot be used."
-
-def save_checkpoint(state:dict, path):
-    "Write `state` to `path` atomically (temp file + `os.replace`)."
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": CKPT_FORMAT, **state}, f)
-        f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-def load_checkpoint(path) -> dict:
-    "Read a checkpoint written by `save_checkpoint`; anything else raises `CheckpointError`."
-    path = Path(path)
-    if not path.exists(): raise CheckpointError(f"{path}: no such checkpoint")
-    try: state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}). "
-                              "It may be truncated (a copy or a write that was cut off) or not a checkpoint at all. "
-                              "Nothing was changed; use the other checkpoint of the run (best.pt / last.pt) or start over with --overwrite.") from None
-    if not isinstance(state, dict) or state.get("format") != CKPT_FORMAT:
-        got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: not an rfwp checkpoint (format {got!r}, expected {CKPT_FORMAT!r}). Nothing was changed.")
-    return state
-
-# %% ../nbs/07b_training.ipynb #4fd89875
-def rng_state() -> dict:
-    "The torch (CPU and CUDA), Python and NumPy random states."
-    npk = np.random.get_state()
-    st = dict(torch=torch.get_rng_state(), python=list(random.getstate()),
-              numpy=[npk[0], torch.from_numpy(npk[1].astype(np.int64)), *npk[2:]])
-    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_state(st:dict):
-    "Restore what `rng_state` returned."
-    torch.set_rng_state(st["torch"])
-    v, inner, gauss = st["python"]
-    random.setstate((v, tuple(inner), gauss))
-    n = st["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), *n[2:]))
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
-
-# %% ../nbs/07b_training.ipynb #4ff8e1d4
-class Bar:
-    "A minimal progress bar: tqdm's if available, else a line redrawn in place."
-    def __init__(self, total:int, initial:int=0, desc:str="train", enabled:bool=True, log=print):
-        self.total, self.n, self.desc, self.enabled, self.post, self.log = total, initial, desc, enabled, "", log
-        self.tq, self.last = None, 0.0
-        if not enabled: return
-        try:
-            from tqdm.auto import tqdm
-            self.tq = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, file=sys.stderr)
-        except ImportError: self.tty = sys.stderr.isatty()
-    def update(self, n:int=1, **post):
-        self.n += n
-        if not self.enabled: return
-        if post: self.post = "  ".join(f"{k} {v}" for k, v in post.items())
-        if self.tq is not None:
-            self.tq.update(n)
-            if post: self.tq.set_postfix_str(self.post, refresh=False)
-            return
-        now = time.time()
-        if now - self.last < (0.5 if self.tty else 30) and self.n < self.total: return
-        self.last = now
-        w = 24; fill = int(w * self.n / max(self.total, 1))
-        line = f"{self.desc} [{'#' * fill}{'.' * (w - fill)}] {self.n}/{self.total}  {self.post}"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-    def write(self, msg:str):
-        "Print a line without breaking the bar."
-        if self.tq is not None: self.tq.write(msg, file=sys.stdout)
-        else:
-            if self.enabled and getattr(self, "tty", False): print(file=sys.stderr)
-            self.log(msg)
-    def close(self):
-        if self.tq is not None: self.tq.close()
-        elif self.enabled and getattr(self, "tty", False): print(file=sys.stderr)
-
-# %% ../nbs/07b_training.ipynb #9232c376
-METRIC_COLUMNS = ["step", "epoch", "split", "loss", "acc", "token_acc", "print_acc", "lr", "tokens_per_s", "elapsed_s"]
-
-def write_metrics(rows:list[dict], run_dir):
-    "Write `metrics.csv` and `metrics.json` (atomically)."
-    run_dir = Path(run_dir)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, METRIC_COLUMNS, extrasaction="ignore")
-    w.writeheader(); w.writerows(rows)
-    for name, text in (("metrics.csv", buf.getvalue()), ("metrics.json", json.dumps(rows, indent=0))):
-        tmp = run_dir / (name + ".tmp"); tmp.write_text(text); os.replace(tmp, run_dir / name)
-
-def plot_curves(rows:list[dict], path, title:str=""):
-    "Training loss and accuracy against the step, train and validation; saved as a PNG."
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(9, 3.2))
-    ax1, ax2 = fig.subplots(1, 2)
-    for split, style in (("train", "-"), ("valid", "o-")):
-        r = [x for x in rows if x["split"] == split]
-        if not r: continue
-        ax1.plot([x["step"] for x in r], [x["loss"] for x in r], style, ms=3, label=split)
-        ax2.plot([x["step"] for x in r], [100 * x["acc"] for x in r], style, ms=3, label=split)
-    for x in rows:
-        if x["split"] == "test": ax2.axhline(100 * x["acc"], color="k", ls=":", lw=1, label=f"test {100 * x['acc']:.1f}%")
-    ax1.set(xlabel="step", ylabel="loss", yscale="log"); ax2.set(xlabel="step", ylabel="accuracy (%)", ylim=(0, 100))
-    ax1.legend(); ax2.legend(loc="lower right"); fig.suptitle(title)
-    fig.tight_layout()
-    tmp = Path(str(path) + ".tmp.png"); fig.savefig(tmp, dpi=100); os.replace(tmp, path)
-
 # %% ../nbs/07b_training.ipynb #48697d2b
 @torch.no_grad()
 def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dist()) -> dict:
@@ -328,74 +170,85 @@ def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dis
     return summarize(dd.sum(sums))
 
 # %% ../nbs/07b_training.ipynb #8b4ccd0e
-def lr_lambda(cfg:TrainConfig):
-    "The learning-rate multiplier at each step: linear warm-up, then constant or cosine to 0."
-    def f(step):
-        w = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
-        if cfg.schedule == "cosine": w *= 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
-        return w
-    return f
-
-def config_diff(a:dict, b:dict) -> list[str]:
-    "Readable differences between two config dicts."
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-RUN_FILES = ("config.json", "last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json")
-
-# %% ../nbs/07b_training.ipynb #30f8509e
-class _Signals:
-    "Turn SIGINT/SIGTERM into a flag checked between steps (a second Ctrl-C interrupts at once)."
-    def __init__(self): self.got, self.old = None, {}
-    def __enter__(self):
-        import threading
-        if threading.current_thread() is not threading.main_thread(): return self
-        for s in (signal.SIGINT, signal.SIGTERM): self.old[s] = signal.signal(s, self._handle)
-        return self
-    def _handle(self, signum, frame):
-        if self.got is not None and signum == signal.SIGINT: raise KeyboardInterrupt
-        self.got = signum
-    def __exit__(self, *exc):
-        for s, h in self.old.items(): signal.signal(s, h)
-
-# %% ../nbs/07b_training.ipynb #506f6e4a
-def _prepare_run_dir(cfg, run_dir:Path, resume:bool, overwrite:bool, main:bool=True,
-                     resumable=RESUMABLE, run_files=RUN_FILES) -> tuple:
-    "Check `run_dir` against `cfg` (any config with `to_dict`; the main process clears `run_files` for `overwrite`); return the config and whether to resume."
-    cfile = run_dir / "config.json"
-    if overwrite:
-        if main:
-            for n in run_files: (run_dir / n).unlink(missing_ok=True)
-        return cfg, False
-    if not cfile.exists():
-        if resume: raise ValueError(f"resume: {run_dir} holds no run to resume (no config.json)")
-        return cfg, False
-    old = json.loads(cfile.read_text())
-    diff = config_diff(old, cfg.to_dict())
-    fixed = [d for d in diff if d.split(":")[0] not in resumable]
-    if fixed or (diff and not resume):
-        hint = "use --resume to continue it with the new values, " if not fixed else ""
-        raise ValueError(f"{run_dir} holds a run with a different config ({'; '.join(diff)}); {hint}"
-                         "use --overwrite to start over, or choose another --run-dir")
-    return cfg, (run_dir / "last.pt").exists()
-
-# %% ../nbs/07b_training.ipynb #b3d14617
-def _build(cfg:TrainConfig, enc:dict, dd:Dist):
-    "The model (and its DDP wrapper), Adam and the schedule, initialised from `cfg.seed`."
-    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-    mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in enc.values()))
-    model = SeqModel(mcfg).to(dd.device)
-    net = torch.nn.parallel.DistributedDataParallel(model) if dd.world > 1 else model
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    torch.manual_seed(cfg.seed + 1000 * dd.rank)  # the dropout stream; it differs between processes
-    return mcfg, model, net, opt, sched
-
 def _load_data(spec:TaskSpec, data_dir, dd:Dist, say) -> dict:
     "Encoded splits; rank 0 generates the dataset files first if needed."
     if dd.main: data = load_dataset(spec, data_dir, log=say)
-    if dd.world > 1: dist.barrier()
+    dd.barrier()
     if not dd.main: data = load_dataset(spec, data_dir, log=say)
     return {s: encode(v, spec) for s, v in data.items()}
+
+class AlgoTask(Task):
+    "ListOps or code execution for `rfwp.run.fit`."
+    resumable = RESUMABLE
+    def __init__(self, cfg:TrainConfig, data_dir="data"):
+        self.config, self.data_dir, self.name = cfg, data_dir, cfg.model
+        self.total, self.log_every, self.eval_every, self.max_minutes = cfg.steps, cfg.log_every, cfg.eval_every, cfg.max_minutes
+        self.epoch, self.pos, self._order = 0, 0, None
+
+    def setup(self, dd:Dist, say):
+        cfg, self.dd = self.config, dd
+        if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
+        self.spec = cfg.spec()
+        self.enc = _load_data(self.spec, self.data_dir, dd, say)
+        seed_all(cfg.seed)
+        self.mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in self.enc.values()))
+        self.model = SeqModel(self.mcfg).to(dd.device)
+        self.net = data_parallel(self.model, dd)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule(cfg.schedule, cfg.steps, cfg.warmup))
+        torch.manual_seed(cfg.seed + 1000 * dd.rank)                  # the dropout stream; it differs between processes
+        self.objective, self.n_params = OBJECTIVES[self.spec.objective], self.model.num_params()
+        self.net.train()
+
+    def describe(self) -> str:
+        c, e = self.config, self.enc
+        return (f"{c.task} ({TASKS[c.task]['about']}): {len(e['train'])} train / {len(e['valid'])} valid / {len(e['test'])} test samples\n"
+                f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {self.n_params:,} parameters; "
+                f"{c.steps} steps of batch {c.batch_size} on {self.dd.world} x {self.dd.device.type}")
+
+    def _next_batch(self) -> Tensor:
+        "The sample indices of the next batch; a new epoch starts after the last batch of the previous one."
+        c = self.config
+        if self._order is None or self._order[0] != self.epoch:
+            self._order = (self.epoch, batch_order(self.enc["train"].lengths, c.batch_size, self.epoch, c.data_seed * 7919 + c.seed))
+        if self.pos >= len(self._order[1]):
+            self.epoch, self.pos = self.epoch + 1, 0
+            return self._next_batch()
+        return self._order[1][self.pos]
+
+    def train_step(self, step:int) -> dict:
+        b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], self._next_batch(), self.dd.rank, self.dd.world).items()}
+        logits, _ = self.net(b["tokens"])
+        loss, s = self.objective(logits, b)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.opt.step(); self.sched.step()
+        self.pos += 1
+        return {**s, "tokens_seen": int(b["lengths"].sum())}
+
+    def position(self, step:int) -> dict: return dict(epoch=self.epoch)
+    def train_row(self, sums:dict) -> dict:
+        return {**summarize(sums), "tokens_per_s": round(sums["tokens_seen"] / max(sums["seconds"], 1e-9))}  # evaluations excluded
+    def bar(self, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", acc=f"{100 * row['acc']:.1f}%", tok_s=f"{row['tokens_per_s']:,.0f}")
+    def evaluate(self) -> dict: return evaluate(self.model, self.enc["valid"], self.spec.objective, 4 * self.config.batch_size, self.dd)
+    def score(self, row:dict) -> float: return row["acc"]
+    def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos)
+    def load_state_dict(self, d:dict): self.epoch, self.pos = d["epoch"], d["pos"]
+    def checkpoint_extra(self) -> dict: return dict(kind="algorithmic", model_config=self.mcfg.to_dict(), n_params=self.n_params)
+
+    def plot(self, rows:list[dict], path):
+        acc = ["acc", "print_acc"] if self.spec.objective == "token" else ["acc"]
+        plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
+                    title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
+
+    def finish(self, best:dict, say) -> dict:
+        t = evaluate(self.model, self.enc["test"], self.spec.objective, 4 * self.config.batch_size, self.dd)
+        bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+        say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
+            + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
+        return dict(rows=[dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], test_acc=t["acc"], test=t,
+                    best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
 # %% ../nbs/07b_training.ipynb #f3ecc532
 def train(cfg:TrainConfig, # what to train
@@ -411,117 +264,8 @@ def train(cfg:TrainConfig, # what to train
           log=print, # where messages go
          ) -> dict:
     "Train (or continue) a run; return its results (`status`, `step`, `best_valid_acc`, `test_acc`, ...)."
-    cfg.validate()
-    if threads: torch.set_num_threads(threads)
-    dd = setup_dist(device)
-    try: res = _train(cfg, dd, Path(run_dir), data_dir, resume, overwrite, progress, stop_at, test, log)
-    except BaseException:
-        if dd.world > 1: dist.destroy_process_group()
-        raise
-    if dd.world > 1:  # leave together, so that no process tears down the connections of a busy one
-        dist.barrier(); dist.destroy_process_group()
-    return res
-
-def _train(cfg, dd, run_dir, data_dir, resume, overwrite, progress, stop_at, test, log):
-    if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
-    say = log if dd.main else (lambda *a, **k: None)
-    cfg, resuming = _prepare_run_dir(cfg, run_dir, resume, overwrite, dd.main)
-    ck = None
-    if resuming:  # read before anything is written: a bad checkpoint changes nothing
-        ck = load_checkpoint(run_dir / "last.pt")
-        if diff := [d for d in config_diff(ck.get("config", {}), cfg.to_dict()) if d.split(":")[0] not in RESUMABLE]:
-            raise CheckpointError(f"{run_dir / 'last.pt'} belongs to a different run ({'; '.join(diff)}). Nothing was changed.")
-    if dd.world > 1: dist.barrier()  # rank 0 may have cleared the folder
-    if dd.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    spec = cfg.spec()
-    enc = _load_data(spec, data_dir, dd, say)
-    mcfg, model, net, opt, sched = _build(cfg, enc, dd)
-    step, epoch, pos, rows, best, elapsed, sums = 0, 0, 0, [], -1.0, 0.0, {}
-    if ck is not None:
-        model.load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"]); sched.load_state_dict(ck["scheduler"])
-        sched.lr_lambdas = [lr_lambda(cfg)]  # a resumed run may have a new `steps`
-        step, epoch, pos, rows, best, elapsed, sums = (ck[k] for k in ("step", "epoch", "pos", "rows", "best_valid_acc", "elapsed_s", "pending"))
-        if dd.main: set_rng_state(ck["rng"])
-        else: torch.manual_seed(cfg.seed + 1000 * dd.rank + step)  # only rank 0's stream is saved
-        say(f"resuming {run_dir} at step {step} (epoch {epoch}, batch {pos})")
-    n_params = model.num_params()
-    say(f"{cfg.task} ({TASKS[cfg.task]['about']}): {len(enc['train'])} train / {len(enc['valid'])} valid / {len(enc['test'])} test samples")
-    say(f"model {cfg.model}: {cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {n_params:,} parameters; "
-        f"{cfg.steps} steps of batch {cfg.batch_size} on {dd.world} x {dd.device.type}; run dir {run_dir}")
-
-    def checkpoint(name):
-        if dd.main: save_checkpoint(dict(
-            config=cfg.to_dict(), model_config=mcfg.to_dict(), model=model.state_dict(), optimizer=opt.state_dict(),
-            scheduler=sched.state_dict(), rng=rng_state(), step=step, epoch=epoch, pos=pos, rows=rows,
-            best_valid_acc=best, elapsed_s=elapsed, n_params=n_params, pending=sums), run_dir / name)
-    def report():
-        if not dd.main: return
-        write_metrics(rows, run_dir)
-        plot_curves(rows, run_dir / "curves.png", f"{cfg.task} · {cfg.model} · {n_params:,} params")
-
-    objective = OBJECTIVES[spec.objective]
-    bar = Bar(cfg.steps, step, desc=cfg.model, enabled=progress and dd.main, log=say)
-    status, order, t_start = "done", None, time.time() - elapsed
-    toks, t_train = 0, 0.0  # `sums`, `toks`, `t_train`: the train statistics since the last train row
-    net.train()
-    spent = bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes  # a resumed run that used up its time only tests
-    with _Signals() as sig:
-        while step < cfg.steps and not spent:
-            if order is None or pos >= len(order):  # the batches of an epoch: a function of (seed, epoch)
-                if order is not None: epoch, pos = epoch + 1, 0
-                order = batch_order(enc["train"].lengths, cfg.batch_size, epoch, cfg.data_seed * 7919 + cfg.seed)
-            t0 = time.time()
-            b = {k: v.to(dd.device) for k, v in get_batch(enc["train"], order[pos], dd.rank, dd.world).items()}
-            logits, _ = net(b["tokens"])
-            loss, s = objective(logits, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip: torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step(); sched.step()
-            step, pos, elapsed = step + 1, pos + 1, time.time() - t_start
-            for k, v in s.items(): sums[k] = sums.get(k, 0) + v
-            toks += int(b["lengths"].sum()); t_train += time.time() - t0
-            flags = dd.sum(dict(time=float(bool(cfg.max_minutes) and elapsed > 60 * cfg.max_minutes),
-                                stop=float(sig.got is not None or step == stop_at)))
-            if step % cfg.log_every == 0 or step == cfg.steps or flags["time"]:
-                tot = dd.sum({**sums, "tokens_seen": toks})
-                m = summarize(tot); tps = tot["tokens_seen"] / max(t_train, 1e-9)  # evaluation time excluded
-                rows.append(dict(step=step, epoch=epoch, split="train", **m, lr=sched.get_last_lr()[0], tokens_per_s=round(tps), elapsed_s=round(elapsed, 2)))
-                bar.update(0, loss=f"{m['loss']:.3f}", acc=f"{100 * m['acc']:.1f}%", tok_s=f"{tps:,.0f}")
-                sums, toks, t_train = {}, 0, 0.0
-            bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.steps or flags["time"]:
-                v = evaluate(model, enc["valid"], spec.objective, 4 * cfg.batch_size, dd)
-                rows.append(dict(step=step, epoch=epoch, split="valid", **v, elapsed_s=round(elapsed, 2)))
-                if dd.main: bar.write(f"step {step}: valid loss {v['loss']:.4f}, acc {100 * v['acc']:.2f}%")
-                if v["acc"] > best:
-                    best = v["acc"]; checkpoint("best.pt")
-                checkpoint("last.pt"); report()
-            if flags["time"]:
-                say(f"time budget of {cfg.max_minutes} minutes reached at step {step}"); break
-            if flags["stop"]:
-                status = "interrupted"; checkpoint("last.pt"); report(); break
-    bar.close()
-    res = dict(status=status, step=step, epoch=epoch, best_valid_acc=best, elapsed_s=round(elapsed, 1), n_params=n_params,
-               run_dir=str(run_dir), signal=sig.got)
-    if status == "interrupted":
-        why = f"signal {signal.Signals(sig.got).name}" if sig.got else f"stop_at={stop_at}"
-        say(f"interrupted ({why}) at step {step}; {run_dir / 'last.pt'} written; continue with --resume")
-        return res
-    if test:
-        if dd.world > 1: dist.barrier()  # best.pt is written
-        ck = load_checkpoint(run_dir / "best.pt")
-        model.load_state_dict(ck["model"])
-        t = evaluate(model, enc["test"], spec.objective, 4 * cfg.batch_size, dd)
-        rows = [r for r in rows if r["split"] != "test"] + [dict(step=ck["step"], epoch=ck["epoch"], split="test", **t)]
-        res.update(test_acc=t["acc"], test=t, best_step=ck["step"])
-        report()
-        say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * best:.2f}% at step {ck['step']}); "
-            f"{step} steps in {elapsed / 60:.1f} min; learning curves in {run_dir / 'curves.png'}")
-    if dd.main: (run_dir / "results.json").write_text(json.dumps({**res, "config": cfg.to_dict()}, indent=1))
-    return res
+    return fit(AlgoTask(cfg, data_dir), run_dir, resume=resume, overwrite=overwrite, device=device, threads=threads,
+               progress=progress, stop_at=stop_at, final=test, log=log)
 
 # %% ../nbs/07b_training.ipynb #c8d073e6
 def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`

@@ -1,4 +1,4 @@
-"""Relative-error checks, input validation and timing helpers that every later notebook uses.
+"""Relative-error checks, input validation, the rules every op shares (dtype, empty sequences, Triton import, threads) and timing helpers.
 
 Docs: https://rfwp.github.io/rfwp/utils.html.md"""
 
@@ -6,14 +6,16 @@ Docs: https://rfwp.github.io/rfwp/utils.html.md"""
 
 # %% ../nbs/00_utils.ipynb #0effe887
 from __future__ import annotations
-import math, os, re, time, statistics
+import importlib, math, os, re, time, statistics
+from contextlib import contextmanager
 from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['IMPLS', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes', 'triton_available', 'resolve_impl', 'bench',
-           'peak_memory', 'sgemm_gflops']
+__all__ = ['IMPLS', 'TRITON_MODULES', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
+           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'bench',
+           'peak_memory', 'sgemm_gflops', 'serial_if_small']
 
 # %% ../nbs/00_utils.ipynb #b1208dd8
 def rel_err(ref:Tensor, # the reference values
@@ -83,15 +85,51 @@ def check_dtypes(tensors:dict, # name -> tensor (or `None`, skipped)
         if x.device != x0.device: raise ValueError(f"{op}: `{name}` is on {x.device} but `{n0}` is on {x0.device}")
     return first[1].dtype if first else torch.get_default_dtype()
 
+# %% ../nbs/00_utils.ipynb #9d6a1d3b
+def compute_dtype(x:Tensor|torch.dtype, # a tensor, or a dtype
+                 ) -> torch.dtype:
+    "The dtype the ops compute in: float32 for float16/bfloat16, the dtype itself otherwise."
+    dt = x if isinstance(x, torch.dtype) else x.dtype
+    return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
+
+def upcast(x:Tensor, # any tensor
+          ) -> Tensor:
+    "`x` in `compute_dtype(x)`: half precision to float32, any other tensor returned as it is."
+    return x.to(compute_dtype(x))
+
+# %% ../nbs/00_utils.ipynb #a491cd0b
+def _copy_state(s):
+    "A copy of a state: a tensor or a (nested) tuple of tensors."
+    return s.clone() if isinstance(s, Tensor) else tuple(_copy_state(p) for p in s)
+
+def empty_result(x:Tensor, # an input of the op: the output gets its device and dtype
+                 shape:Sequence[int], # the output's shape, (B, 0, H, Dv)
+                 state, # the state the op starts from (the zero state where the caller gave none): a tensor or a tuple of them
+                 output_final_state:bool, # return the state as well
+                ) -> tuple:
+    "What an op returns for an empty sequence: an empty output and the state unchanged (a copy), or None."
+    return x.new_zeros(tuple(shape)), (_copy_state(state) if output_final_state else None)
+
 # %% ../nbs/00_utils.ipynb #fc383ace
 IMPLS = ("auto", "naive", "torch", "triton")
+TRITON_MODULES = ("triton_delta", "triton_seq")  # the kernel modules of rfwp.ops, notebooks 05 and 05c
+
+def triton_module(name:str, # one of TRITON_MODULES
+                  op:str="op", # the op's name, for the message
+                 ):
+    "Import the Triton kernel module `rfwp.ops.<name>` on first use; a ValueError naming `op` when triton cannot be imported."
+    if name not in TRITON_MODULES: raise ValueError(f"triton_module: unknown module {name!r}; expected one of {', '.join(TRITON_MODULES)}")
+    try: return importlib.import_module(f"rfwp.ops.{name}")
+    except ImportError as e:
+        if (getattr(e, "name", None) or "").split(".")[0] == "triton":
+            raise ValueError(f"{op}: impl='triton' needs the triton package, which is not installed (pip install 'rfwp[triton]')") from e
+        raise ValueError(f"{op}: impl='triton' could not import the Triton kernels: {e}") from e
+    except Exception as e: raise ValueError(f"{op}: impl='triton' could not import the Triton kernels: {type(e).__name__}: {e}") from e
 
 def triton_available() -> bool:
-    "True when Triton imports (on a CUDA machine, or on the CPU under `TRITON_INTERPRET=1`)."
-    try:
-        import triton  # noqa: F401
-        return True
-    except Exception: return False
+    "True when the Triton kernels import (they run on CUDA tensors, or on the CPU under `TRITON_INTERPRET=1`)."
+    try: triton_module("triton_delta"); return True
+    except ValueError: return False
 
 def resolve_impl(impl:str, # requested implementation
                  x:Tensor, # any input, for its device
@@ -167,3 +205,18 @@ def sgemm_gflops(n:int=1024, # matrix size of the square matmul
     sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
     def f(): a @ b; sync()
     return 2 * n**3 / bench(f, reps=7, warmup=2) / 1e9
+
+# %% ../nbs/00_utils.ipynb #e646e809
+SERIAL_STEP_SIZE = 1 << 17  # below this many fast-weight entries per step (B·H·D²), the loops use one thread
+
+@contextmanager
+def serial_if_small(n:int, # fast-weight entries touched per step, B·H·D² (all the matrices one step updates)
+                    device=None, # the tensors' device; nothing changes unless it is the CPU
+                   ):
+    "Run the block on one intra-op thread when a CPU step is smaller than `SERIAL_STEP_SIZE`."
+    old = torch.get_num_threads()
+    if n >= SERIAL_STEP_SIZE or old <= 1 or torch.device(device or "cpu").type != "cpu":
+        yield; return
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(old)

@@ -10,7 +10,7 @@ pytest.importorskip("ale_py")
 from rfwp.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, AtariConfig, make_config, evaluate,
                         impala_loss, load_agent, main, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
                         PixelBandit, _slice_batch)
-from rfwp.train import CheckpointError
+from rfwp.run import CheckpointError
 
 torch.set_num_threads(1)
 
@@ -271,7 +271,7 @@ def test_run_dir_protection(tmp_path):
     quiet = lambda *a, **k: None
     cfg = make_config("laptop", core="lstm", **{**TINY, "frames": 40})
     train(cfg, tmp_path / "r", progress=False, log=quiet)
-    with pytest.raises(ValueError, match="already holds this run"): train(replace(cfg), tmp_path / "r", progress=False, log=quiet)
+    assert train(replace(cfg), tmp_path / "r", progress=False, log=quiet)["status"] == "done"   # the same command again continues (a finished run: nothing to do)
     with pytest.raises(ValueError, match="different config"): train(replace(cfg, lr=1e-3), tmp_path / "r", resume=True, progress=False, log=quiet)
     with pytest.raises(ValueError, match="no run to resume"): train(replace(cfg), tmp_path / "none", resume=True, progress=False, log=quiet)
     (tmp_path / "r" / "last.pt").write_bytes(b"garbage")
@@ -283,7 +283,7 @@ def test_cli_train_eval_video(tmp_path, capsys):
     # actions, as a greedy untrained agent may never press FIRE to serve the ball after a lost life
     args = ["train", "--core", "rdn", "--game", "Breakout", "--n-envs", "2", "--unroll", "5", "--frames", "80", "--run-dir", str(rd), "--no-progress"]
     assert main(args) == 0
-    assert main(args) == 2 and "already holds this run" in capsys.readouterr().err
+    assert main(args) == 0 and "resuming" in capsys.readouterr().out                # the same command again continues the run
     net, cfg = load_agent(rd)
     assert cfg["core"] == "rdn" and cfg["game"] == "breakout" and net.cfg.n_actions == 4
     gif = tmp_path / "ep.gif"

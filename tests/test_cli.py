@@ -4,7 +4,8 @@ from dataclasses import fields
 from pathlib import Path
 import pytest
 from rfwp.cli import main, make_parser, subparser, TRAIN_OPTIONS
-from rfwp.train import TrainConfig, PRESETS, SCHEDULES
+from rfwp.train import TrainConfig, PRESETS
+from rfwp.run import SCHEDULES
 from rfwp.tasks import TASKS
 from rfwp.layers import LAYERS
 
@@ -75,7 +76,7 @@ def test_task_modules_own_their_commands(argv, prog, word):
     (["train", "sorting"], TASKS),
     (["train", "listops", "--model", "gru"], LAYERS),
     (["train", "listops", "--preset", "huge"], PRESETS),
-    (["train", "listops", "--schedule", "linear"], SCHEDULES),
+    (["train", "listops", "--schedule", "exponential"], SCHEDULES),
     (["train", "listops", "--device", "tpu"], ["auto", "cpu", "cuda"]),
     (["eval", "x", "--split", "dev"], ["test", "valid", "train"]),
     (["frobnicate"], ["train", "eval", "bench"]),

@@ -94,3 +94,33 @@ def test_bad_impl_and_chunk():
     x = inputs(1, 4, 1, 4, 4)
     with pytest.raises(ValueError, match="unknown impl='gpu'"): delta_rule(*x, impl="gpu")
     with pytest.raises(ValueError, match="chunk_size"): delta_rule(*x, impl="torch", chunk_size=0)
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("state", [True, False])
+def test_empty_sequence(impl, state):
+    "T = 0: an empty output and the state unchanged (zeros without one); the gradient reaches S0 as the identity."
+    q, k, v, b, S0 = inputs(2, 0, 3, 8, 6, state=state)
+    if state: S0.requires_grad_()
+    o, S = delta_rule(q, k, v, b, S0, True, impl=impl)
+    assert o.shape == (2, 0, 3, 6) and o.dtype == q.dtype
+    if state:
+        assert S is not S0
+        assert_close("S_T", S0, S, 0)
+        g = torch.randn_like(S); S.backward(g)
+        assert_close("dS0", g, S0.grad, 0)
+    else: assert S.shape == (2, 3, 8, 6) and S.dtype == q.dtype and not S.any()
+    assert delta_rule(q, k, v, b, S0, impl=impl)[1] is None
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_empty_sequence_half(dtype):
+    q, k, v, b, S0 = inputs(1, 0, 2, 4, 4, dtype=dtype)
+    o, S = delta_rule(q, k, v, b, S0, True)
+    assert o.dtype == dtype and S.dtype == torch.float32
+    assert_close("S_T", S0.float(), S, 0)
+
+def test_empty_sequence_bad_input_still_raises():
+    q, k, v, b, S0 = inputs(2, 0, 3, 8, 6)
+    with pytest.raises(ValueError, match="`beta`"): delta_rule(q, k, v, torch.zeros(2, 1, 3, dtype=q.dtype))
+    with pytest.raises(ValueError, match="`beta` must have 3 dims"): delta_rule(q, k, v, b[..., None])
+    with pytest.raises(ValueError, match="`initial_state`"): delta_rule(q, k, v, b, S0.transpose(-1, -2))
+    with pytest.raises(TypeError, match="`v` has dtype"): delta_rule(q, k, v.float(), b)

@@ -238,3 +238,64 @@ def test_bad_input_mlp():
     with pytest.raises(ValueError, match="`initial_state` must have 4 parts"): delta_mlp(q, ks, vs, bs, initial_state=tuple(S0[:2]))
     with pytest.raises(ValueError, match=r"initial_state\[1\]"): delta_mlp(q, ks, vs, bs, initial_state=(S0[0], S0[0], S0[2], S0[3]))
     with pytest.raises(ValueError, match="unknown impl"): delta_mlp(q, ks, vs, bs, impl="cuda")
+
+# ---- empty sequences (T = 0)
+
+N_STATE = dict(rnn=3, lstm=4, dd=2, mlp=4)   # parts of each op's state
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("name", list(OPS))
+def test_empty_sequence(name, impl, state):
+    "T = 0: an empty (B, 0, H, D) output and every state part unchanged (zeros without one), gradients the identity."
+    make, fn = OPS[name]
+    B, H, D = 2, 3, 5
+    x = make(B, 0, H, D, state=state)
+    n_state = N_STATE[name] if state else 0
+    xs = [t.clone().requires_grad_() if i >= len(x) - n_state else t for i, t in enumerate(x)]
+    o, final = fn(impl, state=state)(*xs)
+    assert o.shape == (B, 0, H, D) and o.dtype == torch.float64
+    assert isinstance(final, tuple) and len(final) == N_STATE[name]
+    if state:
+        S0s = xs[len(x) - n_state:]
+        gs = [torch.randn_like(s) for s in final]
+        torch.autograd.backward(list(final), gs)
+        for i, (s0, s, g) in enumerate(zip(S0s, final, gs)):
+            assert s is not s0
+            assert_close(f"{name} state[{i}]", s0, s, 0); assert_close(f"{name} d state[{i}]", g, s0.grad, 0)
+    else:
+        for s in final: assert s.shape[:2] == (B, H) and s.dtype == torch.float64 and not s.any()
+
+def test_empty_sequence_no_final_state_and_half():
+    x = rnn_inputs(1, 0, 2, 4)
+    assert delta_rnn(*x[:7], initial_state=tuple(x[7:]))[1] is None
+    h = [t.half() for t in x]
+    o, (S, R, y) = delta_rnn(*h[:7], initial_state=tuple(h[7:]), output_final_state=True)
+    assert o.dtype == torch.float16 and S.dtype == R.dtype == y.dtype == torch.float32
+    assert_close("R", h[8].float(), R, 0)
+
+def test_empty_sequence_bad_input_still_raises():
+    x = rnn_inputs(1, 0, 2, 4)
+    with pytest.raises(ValueError, match="`vr`"): delta_rnn(*x[:5], torch.zeros(1, 1, 2, 4, dtype=torch.float64), x[6])
+    with pytest.raises(ValueError, match="initial_state"): delta_rnn(*x[:7], initial_state=(None, None))
+    xl = rnn_inputs(1, 0, 2, 4, gates=True)
+    with pytest.raises(ValueError, match="`q` must have 5 dims"): delta_lstm(*x[:7])
+    with pytest.raises(ValueError, match=r"initial_state\[2\]"): delta_lstm(*xl[:7], initial_state=(None, None, xl[9][..., :3], None))
+    xd = dd_inputs(1, 0, 2, 4)
+    with pytest.raises(ValueError, match="`v` has shape"): delta_delta(xd[0], xd[1], xd[0], xd[3])
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_loops_use_the_shared_thread_policy(name, monkeypatch):
+    "The recurrent read-outs run forward and backward on one thread when a step is small (rfwp.utils.serial_if_small)."
+    import rfwp.utils
+    make, fn = OPS[name]
+    x = make(1, 5, 2, 4)
+    torch.set_num_threads(2)
+    calls, set_threads = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), set_threads(n))[1])
+    out = outputs_and_grads(fn("torch"), x)
+    assert calls == [1, 2, 1, 2] and torch.get_num_threads() == 2
+    calls.clear(); monkeypatch.setattr(rfwp.utils, "SERIAL_STEP_SIZE", 0)   # off: no thread change, same numbers
+    for a, b in zip(out, outputs_and_grads(fn("torch"), x)): assert_close(name, a, b, 1e-13)
+    assert calls == []
+    set_threads(1)

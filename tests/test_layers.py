@@ -185,3 +185,22 @@ def test_model_config_roundtrip_and_tie():
     assert u.num_params() - t.num_params() == 50 * d_model
     with pytest.raises(ValueError, match="integer tensor"): m(tok.float())
     with pytest.raises(ValueError, match="state"): m(tok, [None])
+
+@pytest.mark.parametrize("kind,kw", CASES, ids=IDS)
+def test_empty_segment(kind, kw):
+    "A (B, 0, d_model) input: an empty output, the state unchanged (zeros, or an empty cache, from None), gradients through."
+    blk = block(kind, **kw)
+    x = rand_x(B=3, T=0)
+    y, st0 = blk(x)
+    assert y.shape == (3, 0, d_model) and isinstance(st0, tuple)
+    _, ref = block(kind, **kw)(rand_x(B=3, T=1))                       # a state of the right shapes
+    assert [s.shape[0] for s in st0] == [3] * len(ref)
+    for s, r in zip(st0, ref):
+        if kind != "transformer": assert s.shape == r.shape and s.dtype == r.dtype and not s.any(), (kind, s.shape)
+    st = tuple(s.detach().clone().requires_grad_() if s.is_floating_point() else s for s in ref)
+    y, st1 = blk(x, st)
+    assert y.shape == (3, 0, d_model) and len(st1) == len(st)
+    for a, b in zip(st, st1): assert_close(kind, a.detach().double(), b.detach().double(), 0)
+    gs = [torch.randn_like(b) for b in floats(st1)]
+    torch.autograd.backward(floats(st1), gs)
+    for a, g in zip(floats(st), gs): assert_close(f"{kind} state grad", g, a.grad, 0)

@@ -66,3 +66,75 @@ def test_bad_input():
     with pytest.raises(ValueError, match="`initial_state`"): linear_attention(q, k, v, normalize=True, initial_state=S0)
     with pytest.raises(TypeError, match="`k` has dtype"): linear_attention(q, k.float(), v)
     with pytest.raises(ValueError, match="unknown impl"): linear_attention(q, k, v, impl="x")
+
+# ---- empty sequences (T = 0)
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("state", [True, False])
+def test_empty_sequence(impl, normalize, state):
+    "T = 0: an empty output (B, 0, H, Dv) and the state unchanged (zeros without one), with the identity as its gradient."
+    q, k, v, S0 = inputs(2, 0, 3, 8, 6, normalize)
+    S0 = S0.requires_grad_() if state else None
+    o, S = linear_attention(q, k, v, normalize, S0, True, impl=impl)
+    assert o.shape == (2, 0, 3, 6) and o.dtype == q.dtype
+    if state:
+        assert S is not S0
+        assert_close("S_T", S0, S, 0)
+        g = torch.randn_like(S); S.backward(g)
+        assert_close("dS0", g, S0.grad, 0)
+    else: assert S.shape == (2, 3, 8, 6 + normalize) and S.dtype == q.dtype and not S.any()
+    assert linear_attention(q, k, v, normalize, S0, impl=impl)[1] is None
+
+def test_empty_sequence_half_state_in_float32():
+    q, k, v, S0 = inputs(1, 0, 2, 4, 4, dtype=torch.bfloat16)
+    o, S = linear_attention(q, k, v, initial_state=S0, output_final_state=True)
+    assert o.dtype == torch.bfloat16 and S.dtype == torch.float32
+    assert_close("S_T", S0.float(), S, 0)
+
+def test_empty_sequence_bad_input_still_raises():
+    q, k, v, S0 = inputs(2, 0, 3, 8, 6)
+    with pytest.raises(ValueError, match="`k`"): linear_attention(q, torch.zeros(2, 1, 3, 8, dtype=q.dtype), v)
+    with pytest.raises(ValueError, match="`initial_state`"): linear_attention(q, k, v, initial_state=S0[:, :1])
+    with pytest.raises(ValueError, match="unknown impl"): linear_attention(q, k, v, impl="fast")
+    with pytest.raises(ValueError, match="chunk_size"): linear_attention(q, k, v, chunk_size=0)
+
+# ---- the rules every op shares (rfwp.utils)
+
+def test_compute_dtype_and_upcast():
+    from rfwp.utils import compute_dtype, upcast
+    for dt, want in [(torch.float16, torch.float32), (torch.bfloat16, torch.float32), (torch.float32, torch.float32), (torch.float64, torch.float64)]:
+        assert compute_dtype(torch.zeros(1, dtype=dt)) == want and compute_dtype(dt) == want
+        assert upcast(torch.zeros(1, dtype=dt)).dtype == want
+    x = torch.zeros(3)
+    assert upcast(x) is x
+
+def _run(code, **env_changes):
+    import os, subprocess, sys, textwrap
+    env = {**{k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}, **env_changes}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()
+
+def test_import_does_not_load_triton():
+    assert _run("import sys, rfwp.ops, rfwp.layers, rfwp.models; print('triton' in sys.modules)") == ["False"]
+
+def test_missing_triton_is_a_clear_error():
+    "Without triton, impl='triton' raises a ValueError naming the op, for every op with Triton kernels; the rest still works."
+    lines = _run("""
+        import sys; sys.modules['triton'] = None          # as if triton were not installed
+        import torch, rfwp.ops as ops, rfwp.utils
+        x, b, W, r = torch.rand(1, 3, 1, 4), torch.rand(1, 3, 1), torch.rand(1, 4, 4), torch.rand(1, 4)
+        x3, b3 = torch.rand(1, 3, 1, 3, 4), torch.rand(1, 3, 1, 3)
+        for f in (lambda: ops.linear_attention(x, x, x, impl="triton"), lambda: ops.delta_rule(x, x, x, b, impl="triton"),
+                  lambda: ops.delta_rnn(x, x, x, b, x, x, b, impl="triton"), lambda: ops.delta_lstm(x3, x3, x3, b3, x3, x3, b3, impl="triton"),
+                  lambda: ops.recurrent_delta_rule(x, x, x, b, W, W, W, r, impl="triton")):
+            try: f()
+            except ValueError as e: print(e)
+            else: print("no error")
+        print(rfwp.utils.triton_available(), ops.delta_rule(x, x, x, b, impl="auto")[0].shape)
+    """)
+    assert len(lines) == 6, lines
+    for op, line in zip(["linear_attention", "delta_rule", "delta_rnn", "delta_lstm", "recurrent_delta_rule"], lines):
+        assert line == f"{op}: impl='triton' needs the triton package, which is not installed (pip install 'rfwp[triton]')", line
+    assert lines[-1] == "False torch.Size([1, 3, 1, 4])"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest, torch
 from rfwp.lm import (tokenize, build_vocab, encode_tokens, encode_chars, resolve_files, load_lm_data, DataError, LMModel, LMModelConfig,
                      eval_sliding, eval_full, get_lm_batch, make_lm_config, train_lm, generate, encode_prompt, _hub_reachable, EOS, UNK)
-from rfwp.train import load_checkpoint
+from rfwp.run import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -157,7 +157,7 @@ def test_carry_state_saved_in_checkpoint(text_file, tmp_path):
     cfg = make_lm_config("laptop", text=str(text_file), model="delta", carry_state=True, **{**TINY, "steps": 3})
     train_lm(cfg, tmp_path / "c", tmp_path / "cache", threads=1, progress=False, final_eval=False, log=lambda *x: None)
     ck = load_checkpoint(tmp_path / "c" / "last.pt")
-    assert ck["carried"] is not None and ck["carried"][0][0].shape == (4, 2, 8, 8)     # (B, H, D, D) per block
+    assert ck["task"]["carried"] is not None and ck["task"]["carried"][0][0].shape == (4, 2, 8, 8)     # (B, H, D, D) per block
 
 def test_generate():
     m = LMModel(LMModelConfig("delta", 10, n_layers=1, d_model=16, n_heads=2, ff_dim=32))

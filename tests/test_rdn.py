@@ -1,6 +1,7 @@
 "The Recurrent Delta Net: the reversal-backward PyTorch path against the per-step reference in float64."
 import pytest, torch
 import rfwp.ops.rdn as rdn
+import rfwp.utils
 from rfwp.ops.rdn import (recurrent_delta_rule, recurrent_delta_rule_naive, recurrent_delta_rule_torch,
                           RecurrentDeltaRuleFn, init_rdn_weights, serial_if_small)
 from rfwp.utils import assert_close, rel_err
@@ -146,7 +147,7 @@ def test_thread_count_restored(monkeypatch):
     x = inputs(1, 8, 2, 4)
     out = outputs_and_grads(op("torch"), x)
     assert torch.get_num_threads() == n0
-    monkeypatch.setattr(rdn, "SERIAL_STEP_SIZE", 0)                  # no thread change: same numbers
+    monkeypatch.setattr(rfwp.utils, "SERIAL_STEP_SIZE", 0)           # no thread change: same numbers
     for name, a, b in zip(NAMES, out, outputs_and_grads(op("torch"), x)): assert_close(name, a, b, 1e-13)
     with pytest.raises(RuntimeError):
         with serial_if_small(1): raise RuntimeError("inside")
@@ -196,3 +197,31 @@ def test_zero_steps_returns_initial_state(impl):
     o, (S, y) = recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), output_final_state=True, impl=impl)
     assert o.shape == (2, 0, 3, 4)
     assert_close("S", x[8], S, 0); assert_close("y", x[9], y, 0)
+
+@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("parts", ["both", "S", "y", "none"])
+def test_empty_sequence(impl, parts):
+    "T = 0: an empty output, (S, y) unchanged (zeros for a missing part), gradients to the initial state the identity."
+    x = inputs(2, 0, 3, 5)
+    S0, y0 = x[8].clone().requires_grad_(), x[9].clone().requires_grad_()
+    st = dict(both=(S0, y0), S=(S0, None), y=(None, y0), none=None)[parts]
+    o, (S, y) = recurrent_delta_rule(*x[:8], initial_state=st, output_final_state=True, impl=impl)
+    assert o.shape == (2, 0, 3, 5) and o.dtype == torch.float64
+    gS, gy = torch.randn_like(S), torch.randn_like(y)
+    outs = [(t, g) for t, g in ((S, gS), (y, gy)) if t.requires_grad]
+    if outs: torch.autograd.backward(*map(list, zip(*outs)))
+    for given, ref, out, g in ((parts in ("both", "S"), S0, S, gS), (parts in ("both", "y"), y0, y, gy)):
+        if given: assert_close("state", ref, out, 0); assert_close("grad", g, ref.grad, 0)
+        else: assert not out.any() and out.shape == ref.shape
+    assert recurrent_delta_rule(*x[:8], initial_state=st, impl=impl)[1] is None
+
+def test_empty_sequence_half_and_bad_input():
+    x = inputs(1, 0, 2, 4, dtype=torch.bfloat16)
+    o, (S, y) = recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), output_final_state=True)
+    assert o.dtype == torch.bfloat16 and S.dtype == y.dtype == torch.float32
+    a = _bad()
+    a.update(xq=a['xq'][:, :0], xk=a['xk'][:, :0], xv=a['xv'][:, :0], xb=a['xb'][:, :0])
+    recurrent_delta_rule(**a)                                             # fine
+    with pytest.raises(ValueError, match=r"`xv` .* T=9 does not match T=0"): recurrent_delta_rule(**{**a, 'xv': _bad()['xv']})
+    with pytest.raises(ValueError, match="`R_q`"): recurrent_delta_rule(**{**a, 'R_q': a['R_q'][:, :3]})
+    with pytest.raises(TypeError, match="`initial_state` must be a pair"): recurrent_delta_rule(**a, initial_state=a['R_q'])

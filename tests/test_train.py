@@ -2,8 +2,8 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from rfwp.train import (TrainConfig, PRESETS, make_config, train, save_checkpoint, load_checkpoint, CheckpointError,
-                        sequence_objective, token_objective, summarize, rng_state, set_rng_state, lr_lambda)
+from rfwp.train import TrainConfig, PRESETS, make_config, train, sequence_objective, token_objective, summarize
+from rfwp.run import rng_state, set_rng_state, lr_schedule, save_checkpoint, load_checkpoint, CheckpointError
 
 TINY = dict(depth=3, n_train=512, n_valid=64, n_test=64, n_layers=1, d_model=16, n_heads=2, ff_dim=32,
             batch_size=16, steps=24, warmup=4, eval_every=8, log_every=1, dropout=0.1)
@@ -46,10 +46,11 @@ def test_config_validation():
     assert TrainConfig.from_dict(c.to_dict()) == c
 
 def test_cosine_schedule():
-    f = lr_lambda(tiny(steps=100, warmup=10, schedule="cosine"))
+    c = tiny(steps=100, warmup=10, schedule="cosine")
+    f = lr_schedule(c.schedule, c.steps, c.warmup)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1, abs=0.03) and f(100) == pytest.approx(0)
     assert all(f(s) >= f(s + 1) for s in range(9, 100))
-    assert lr_lambda(tiny(steps=100, warmup=0, schedule="constant"))(57) == 1
+    assert lr_schedule("constant", 100, 0)(57) == 1
 
 # ---------------------------------------------------------------- objectives
 

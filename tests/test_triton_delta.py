@@ -189,3 +189,48 @@ def test_cpu_without_interpreter_says_how():
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 2 and all("set TRITON_INTERPRET=1 to run the kernels on the CPU (slow)" in l for l in lines), r.stdout
     assert lines[0].startswith("delta_rule:") and lines[1].startswith("linear_attention:")
+
+# ---------------------------------------------------------------- empty sequences
+
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("fn", ["delta_chunk", "delta_recurrent", "linear", "linear_normalized"])
+def test_empty_sequence(fn, state, monkeypatch):
+    "T = 0 through the ops with impl='triton': an empty output, the state unchanged (float32), its gradient the identity."
+    q, k, v, b, S0 = [t.float().to(DEV) for t in delta_inputs(2, 0, 3, 16, 8)]
+    if fn == "linear_normalized": S0 = torch.cat([S0, S0[..., :1].abs()], -1)
+    S0 = S0.requires_grad_() if state else None
+    if fn.startswith("delta"):
+        monkeypatch.setenv("RFWP_TRITON_DELTA_KERNEL", fn.split("_")[1])
+        o, S = delta_rule(q, k, v, b, S0, True, impl="triton")
+    else: o, S = linear_attention(q, k, v, fn == "linear_normalized", S0, True, impl="triton")
+    assert o.shape == (2, 0, 3, 8) and S.dtype == torch.float32
+    if state:
+        assert_close("S_T", S0, S, 0)
+        g = torch.randn_like(S); S.backward(g); assert_close("dS0", g, S0.grad, 0)
+    else: assert S.shape == (2, 3, 16, 8 + (fn == "linear_normalized")) and not S.any()
+
+@pytest.mark.parametrize("fn", ["fused", "chunk", "linear"])
+def test_kernels_take_an_empty_sequence(fn):
+    "The kernel entry points themselves, called directly with T = 0."
+    q, k, v, b, S0 = [t.float().to(DEV) for t in delta_inputs(1, 0, 2, 16, 16)]
+    S0.requires_grad_()
+    f = dict(fused=lambda: td.fused_recurrent_delta_rule(q, k, v, b, S0, True), chunk=lambda: td.chunk_delta_rule(q, k, v, b, S0, True),
+             linear=lambda: td.chunk_linear_attention(q, k, v, S0, True))[fn]
+    o, S = f()
+    assert o.shape == (1, 0, 2, 16)
+    assert_close("S_T", S0, S, 0)
+    S.sum().backward(); assert_close("dS0", torch.ones_like(S0), S0.grad, 0)
+
+def test_empty_sequence_cpu_without_interpreter_still_says_how():
+    code = textwrap.dedent("""
+        import torch
+        from rfwp.ops.delta import delta_rule
+        x = torch.rand(1, 0, 1, 8)
+        try: delta_rule(x, x, x, x[..., 0], impl="triton")
+        except ValueError as e: print(e)
+        else: print("no error")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "set TRITON_INTERPRET=1 to run the kernels on the CPU (slow)" in r.stdout, r.stdout

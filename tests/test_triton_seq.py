@@ -237,3 +237,35 @@ def test_cpu_without_interpreter_says_how():
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 3 and all("set TRITON_INTERPRET=1 to run the kernels on the CPU (slow)" in l for l in lines), r.stdout
     assert [l.split(":")[0] for l in lines] == ["recurrent_delta_rule", "delta_rnn", "delta_lstm"]
+
+# ---------------------------------------------------------------- empty sequences
+
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("name", ["rdn", "rnn", "lstm"])
+def test_empty_sequence(name, state):
+    "T = 0 with impl='triton': an empty output and the state unchanged (float32), its gradient the identity."
+    if name == "rdn": x, f, n_in = rdn_inputs(2, 0, 2, 16), RDN, 8
+    else: x, f, n_in = rnn_inputs(2, 0, 2, 16, G=(3,) if name == "lstm" else ()), (LSTM if name == "lstm" else RNN), 7
+    x = [t.float().to(DEV) for t in x]
+    st = [t.requires_grad_() for t in x[n_in:]] if state else []
+    o, *final = f("triton", state)(*x[:n_in], *st)
+    assert o.shape == (2, 0, 2, 16) and all(s.dtype == torch.float32 for s in final)
+    if state:
+        gs = [torch.randn_like(s) for s in final]
+        torch.autograd.backward(final, gs)
+        for s0, s, g in zip(st, final, gs): assert_close("state", s0, s, 0); assert_close("grad", g, s0.grad, 0)
+    else: assert all(not s.any() for s in final)
+
+@pytest.mark.parametrize("name", ["rdn", "rnn", "lstm"])
+def test_kernels_take_an_empty_sequence(name):
+    "The Triton paths called directly with T = 0."
+    if name == "rdn":
+        x = [t.float().to(DEV) for t in rdn_inputs(1, 0, 2, 16)]
+        o, S, y = ts.triton_recurrent_delta_rule(*x)
+        final, st = (S, y), x[8:]
+    else:
+        x = [t.float().to(DEV) for t in rnn_inputs(1, 0, 2, 16, G=(3,) if name == "lstm" else ())]
+        o, final = (ts.triton_delta_lstm if name == "lstm" else ts.triton_delta_rnn)(*x)
+        st = x[7:]
+    assert o.shape == (1, 0, 2, 16)
+    for s0, s in zip(st, final): assert_close("state", s0, s, 0)

@@ -8,8 +8,8 @@ Docs: https://rfwp.github.io/rfwp/delta_rule.html.md"""
 from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl
-from .linear import to_chunks, from_chunks, _compute_dtype, _triton_ops
+from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
+from .linear import to_chunks, from_chunks
 
 # %% auto #0
 __all__ = ['delta_rule_naive', 'DeltaRuleChunked', 'delta_rule']
@@ -114,14 +114,15 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
     if impl == "triton":
-        tri = _triton_ops(op)
-        if not (auto and tri.triton_unsupported(q, v, chunk_size)):   # "auto" falls back to "torch"
-            tri.check_triton(op, q, v, chunk_size)
-            return tri.triton_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
-    q, k, v, beta = q.to(dt), k.to(dt), v.to(dt), beta.to(dt)
+        tri = triton_module("triton_delta", op)
+        if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"   # "auto" falls back to "torch"
+        else: tri.check_triton(op, q, v, chunk_size)
     B, T, H, K = q.shape
-    S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, dims['V'])
+    in_dtype, dt = q.dtype, compute_dtype(q)
+    S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, dims['V'], dtype=dt)
+    if T == 0: return empty_result(q, (B, 0, H, dims['V']), S0, output_final_state)
+    if impl == "triton": return tri.triton_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
+    q, k, v, beta = q.to(dt), k.to(dt), v.to(dt), beta.to(dt)
     if impl == "naive": o, S = delta_rule_naive(q, k, v, beta, S0)
     else: o, S = DeltaRuleChunked.apply(q, k, v, beta, S0, min(chunk_size, T))
     return o.to(in_dtype), (S if output_final_state else None)

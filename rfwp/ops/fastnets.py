@@ -9,14 +9,15 @@ from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from ..utils import check_shapes, check_dtypes, resolve_impl
-from .linear import elu_sumnorm, _compute_dtype
+from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result
+from ..utils import triton_module, serial_if_small
+from .linear import elu_sumnorm
 from .delta import delta_rule
 
 # %% auto #0
 __all__ = ['delta_mlp_naive', 'delta_mlp_torch', 'delta_mlp', 'delta_delta_naive', 'delta_delta_torch', 'delta_delta',
-           'delta_rnn_naive', 'DeltaRNNRecurrence', 'delta_rnn_torch', 'delta_rnn', 'delta_lstm_naive',
-           'DeltaLSTMRecurrence', 'delta_lstm_torch', 'delta_lstm']
+           'delta_rnn_naive', 'delta_write_', 'delta_unwrite_', 'DeltaRNNRecurrence', 'delta_rnn_torch', 'delta_rnn',
+           'delta_lstm_naive', 'DeltaLSTMRecurrence', 'delta_lstm_torch', 'delta_lstm']
 
 # %% ../../nbs/03_fast_nets.ipynb #fe4afe28
 def _write(S, k, v, beta):
@@ -47,12 +48,6 @@ def _unpack_state(state, names, op):
 def _cast(xs, dt):
     "Cast every tensor of `xs` to `dt` (None stays None)."
     return [None if x is None else x.to(dt) for x in xs]
-
-def _triton_seq(op):
-    "Import the fused Triton kernels lazily: the CPU paths do not need triton."
-    try: import rfwp.ops.triton_seq as tri
-    except ImportError as e: raise ValueError(f"{op}: impl='triton' needs the triton package (pip install 'rfwp[triton]'): {e}") from e
-    return tri
 
 # %% ../../nbs/03_fast_nets.ipynb #13488a75
 _SEGMENT = 512  # steps per chunked delta_rule call inside the fast nets (bounds the backward's memory)
@@ -163,10 +158,11 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
              **{f'initial_state[{j}]': S for j, S in enumerate(S0s)}}
     check_dtypes(named, op=op)
     impl = resolve_impl(impl, q, op=op)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
+    in_dtype, dt = q.dtype, compute_dtype(q)
     q, ks, vs, betas, ln_w, ln_b = q.to(dt), _cast(ks, dt), _cast(vs, dt), _cast(betas, dt), _cast(ln_w, dt), _cast(ln_b, dt)
     S0s = [S.to(dt) if S is not None else q.new_zeros(B, H, *((D, vs[j].shape[-1]) if j % 2 == 0 else (ks[j].shape[-1], D)))
            for j, S in enumerate(S0s)]
+    if T == 0: return empty_result(q, (B, 0, H, D), tuple(S0s), output_final_state)
     o, S = (delta_mlp_naive if impl == "naive" else delta_mlp_torch)(q, ks, vs, betas, ln_w, ln_b, S0s)
     return o.to(in_dtype), (S if output_final_state else None)
 
@@ -214,11 +210,12 @@ def delta_delta(q:Tensor, # queries (B, T, H, D), already feature-mapped
                  B=dims['B'], H=dims['H'], D=dims['D'], E=3 * dims['D'] + 1)
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state[0] (S1)': S1, 'initial_state[1] (S2)': S2}, op=op)
     impl = resolve_impl(impl, q, op=op)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
+    in_dtype, dt = q.dtype, compute_dtype(q)
     q, k, v, beta, S1, S2 = _cast([q, k, v, beta, S1, S2], dt)
     B, T, H, D = q.shape
     S1 = q.new_zeros(B, H, D, 3 * D + 1) if S1 is None else S1
     S2 = q.new_zeros(B, H, D, D) if S2 is None else S2
+    if T == 0: return empty_result(q, (B, 0, H, D), (S1, S2), output_final_state)
     o, S = (delta_delta_naive if impl == "naive" else delta_delta_torch)(q, k, v, beta, S1, S2)
     return o.to(in_dtype), (S if output_final_state else None)
 
@@ -243,16 +240,41 @@ def delta_rnn_naive(q:Tensor, # queries (B, T, H, D), mapped
         outs.append(y)
     return torch.stack(outs, dim=1), (S, R, y)
 
+# %% ../../nbs/03_fast_nets.ipynb #2264e884
+def delta_write_(S:Tensor, # (N, Dk, Dv) fast matrices S_{t-1}, updated in place to S_t
+                 k:Tensor, # (N, 1, Dk) keys, rows
+                 v:Tensor, # (N, 1, Dv) values, rows
+                 bk:Tensor, # (N, Dk, 1) β k, columns
+                 e:Tensor, # (N, 1, Dv) out: the write error e = v − S_{t-1}ᵀk, rows
+                ) -> Tensor:
+    "One delta-rule write in place: e = v − Sᵀk, then S += β k eᵀ; returns e."
+    torch.baddbmm(v, k, S, alpha=-1, out=e)                             # e = v − k S
+    S.addcmul_(bk, e)                                                   # S += (β k) eᵀ
+    return e
+
+def delta_unwrite_(S:Tensor, # (N, Dk, Dv) S_t, restored in place to S_{t-1}
+                   G:Tensor, # (N, Dk, Dv) ∂L/∂S_t, updated in place to ∂L/∂S_{t-1} through the write
+                   r:Tensor, # (N, 1, Dk) γ k, rows
+                   y:Tensor, # (N, 1, Dv) γ e, rows (e: the write error)
+                   x:Tensor, # (N, Dk, 1) (β/γ) k, columns, so that x yᵀ = β k eᵀ
+                   Gk:Tensor, # (N, 1, Dv) out: γ Gᵀk
+                   dk:Tensor, # (N, 1, Dk) out: γ (G e − S_{t-1} Gᵀk)
+                   ST:Tensor|None=None, # S.mT, when the caller made the view once before its loop
+                   GT:Tensor|None=None, # G.mT, likewise
+                  ):
+    "Undo one delta-rule write S_t = S_{t-1} + β k eᵀ in place and push G = ∂L/∂S_t through it."
+    ST = S.mT if ST is None else ST
+    torch.bmm(r, G, out=Gk)                                             # γ Gᵀk
+    torch.bmm(y, G.mT if GT is None else GT, out=dk)                    # γ G e
+    S.addcmul_(x, y, value=-1)                                          # S_{t-1} = S_t − β k eᵀ
+    dk.baddbmm_(Gk, ST, alpha=-1)                                       # γ (G e − S_{t-1} Gᵀk)
+    G.addcmul_(x, Gk, value=-1)                                         # G − β k (Gᵀk)ᵀ
+
 # %% ../../nbs/03_fast_nets.ipynb #bd6af2fd
 def _steps(x):
     "(B, T, H, ...) -> (T, B·H, ...): time first, heads flattened into the batch."
     B, T, H = x.shape[:3]
     return x.transpose(0, 1).reshape(T, B * H, *x.shape[3:])
-
-class _one_thread:
-    "Run a per-step loop on one CPU thread: its ops are far too small to gain from intra-op parallelism."
-    def __enter__(self): self.n = torch.get_num_threads(); torch.set_num_threads(1)
-    def __exit__(self, *exc): torch.set_num_threads(self.n)
 
 def _softmax_bwd(ds, s):
     "Gradient through s = softmax(y) over the last dim: s ⊙ (ds − ⟨s, ds⟩)."
@@ -269,12 +291,9 @@ class DeltaRNNRecurrence(torch.autograd.Function):
         R = R0.clone()                                                  # (N, D, D)
         e = z.new_empty(T, N, 1, D)                                     # e_t = v^r − R_{t-1}ᵀ k^r
         y = z.new_empty(T + 1, N, 1, D); y[0, :, 0] = y0                # y[t+1] = y_t
-        with _one_thread():                                             # tiny ops: no intra-op threads
+        with serial_if_small(R.numel(), R.device):                      # tiny ops: one thread
             for t in range(T):
-                e_t = e[t]
-                torch.bmm(kr_[t], R, out=e_t)                           # v̄ = Rᵀ k^r
-                torch.sub(vr_[t], e_t, out=e_t)                         # e = v^r − v̄
-                R.addcmul_(bk[t], e_t)                                  # R += β k^r eᵀ
+                delta_write_(R, kr_[t], vr_[t], bk[t], e[t])            # R += β k^r eᵀ, e = v^r − Rᵀ k^r
                 torch.baddbmm(z_[t], torch.softmax(y[t], -1), R, out=y[t + 1])  # y = z + Rᵀ softmax(y_{t-1})
         ctx.save_for_backward(kr, beta_r, e, y, R)
         return y[1:, :, 0], R
@@ -293,17 +312,13 @@ class DeltaRNNRecurrence(torch.autograd.Function):
         if gy_out is not None: gy[1:, :, 0] = gy_out
         Gk, dk = torch.empty_like(e), torch.empty_like(e)               # Gᵀk, and G e − R_{t-1}Gᵀk
         ds, bk = y.new_empty(N, 1, D), y.new_empty(N, D, 1)
-        with _one_thread():                                             # tiny ops: no intra-op threads
+        with serial_if_small(R.numel(), R.device):                      # tiny ops: one thread
             for t in reversed(range(T)):
                 g = gy[t + 1]
                 G.addcmul_(s_col[t], g)                                 # read-out: G += s ȳᵀ
                 torch.bmm(g, Rt, out=ds)                                # s̄ = R_t ȳ
-                torch.bmm(kr_[t], G, out=Gk[t])                         # Gᵀ k
-                torch.bmm(e[t], Gt, out=dk[t])                          # G e
                 torch.mul(kr_col[t], b[t], out=bk)                      # β k
-                R.addcmul_(bk, e[t], value=-1)                          # R_{t-1} = R_t − β k eᵀ
-                dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
-                G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1} = G − β k (Gᵀk)ᵀ
+                delta_unwrite_(R, G, kr_[t], e[t], bk, Gk[t], dk[t], Rt, Gt)  # R_{t-1}, ∂L/∂R_{t-1}, γ = 1
                 gy[t].add_(_softmax_bwd(ds, s[t]))                      # ȳ_{t-1} += softmax Jacobian · s̄
         del s, s_col, R, Rt
         dbeta = torch.linalg.vecdot(Gk, e)[..., 0]                      # kᵀ G e
@@ -341,14 +356,18 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if impl == "triton":                                                # fused kernels of notebook 05c
-        tri = _triton_seq(op)
+        tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
-        else:
-            o, S = tri.triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, S0, R0, y0)
-            return o, (S if output_final_state else None)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
-    xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
+        else: tri.check_seq(op, q)
     B, T, H, D = q.shape
+    in_dtype, dt = q.dtype, compute_dtype(q)
+    if T == 0:
+        return empty_result(q, (B, 0, H, D), [x.to(dt) if x is not None else q.new_zeros(*s, dtype=dt) for x, s in
+                                              zip((S0, R0, y0), ((B, H, D, D), (B, H, D, D), (B, H, D)))], output_final_state)
+    if impl == "triton":
+        o, S = tri.triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, S0, R0, y0)
+        return o, (S if output_final_state else None)
+    xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
     S0, R0, y0 = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in
                   zip((S0, R0, y0), ((B, H, D, D), (B, H, D, D), (B, H, D)))]
     o, S = (delta_rnn_naive if impl == "naive" else delta_rnn_torch)(*xs, S0, R0, y0)
@@ -408,12 +427,9 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         a, e = z.new_empty(T, 3 * N, 1, D), z.new_empty(T, 3 * N, 1, D)  # pre-activations, write errors
         h, c = z.new_empty(T + 1, N, D), z.new_empty(T + 1, N, D)       # h[t+1] = h_t, c[t+1] = c_t
         h[0], c[0] = h0, c0
-        with _one_thread():                                             # tiny ops: no intra-op threads
+        with serial_if_small(R.numel(), R.device):                      # tiny ops: one thread
             for t in range(T):
-                e_t = e[t]
-                torch.bmm(kr_[t], R, out=e_t)                           # v̄ = Rᵀ k^r
-                torch.sub(vr_[t], e_t, out=e_t)                         # e = v^r − v̄
-                R.addcmul_(bk[t], e_t)                                  # R += β k^r eᵀ
+                delta_write_(R, kr_[t], vr_[t], bk[t], e[t])            # R += β k^r eᵀ, e = v^r − Rᵀ k^r
                 s = torch.softmax(h[t].expand(3, N, D), -1).view(3 * N, 1, D)  # softmax(h_prev), once per gate
                 a_t = torch.baddbmm(z_[t], s, R, out=a[t]).view(3, N, D)    # a_g = z_g + R_gᵀ s
                 g = torch.sigmoid(a_t)
@@ -438,7 +454,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         out = h.new_empty(T, 4, N, D)                                   # [c̄_{t-1}, ā_i, ā_u, ā_o] per step
         Gk, dk = torch.empty_like(e), torch.empty_like(e)               # Gᵀk, and G e − R_{t-1}Gᵀk
         ds, bk, c_hat = h.new_empty(N3, 1, D), h.new_empty(N3, D, 1), h.new_empty(N, D)
-        with _one_thread():                                             # tiny ops: no intra-op threads
+        with serial_if_small(R.numel(), R.device):                      # tiny ops: one thread
             for t in reversed(range(T)):
                 o_t, g = out[t], gh[t + 1]
                 torch.addcmul(gc_t, o[t], g, out=c_hat)                 # ĉ = c̄_t + o h̄_t
@@ -448,12 +464,8 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
                 s = torch.softmax(h[t].expand(3, N, D), -1)             # s_t = softmax(h_{t-1}), once per gate
                 G.addcmul_(s.view(N3, D, 1), da)                        # read-out: G_g += s ā_gᵀ
                 torch.bmm(da, Rt, out=ds)                               # R_g ā_g
-                torch.bmm(kr_[t], G, out=Gk[t])                         # Gᵀ k
-                torch.bmm(e[t], Gt, out=dk[t])                          # G e
                 torch.mul(kr_col[t], b[t], out=bk)                      # β k
-                R.addcmul_(bk, e[t], value=-1)                          # R_{t-1} = R_t − β k eᵀ
-                dk[t].baddbmm_(Gk[t], Rt, alpha=-1)                     # G e − R_{t-1} Gᵀ k
-                G.addcmul_(bk, Gk[t], value=-1)                         # ∂L/∂R_{t-1}
+                delta_unwrite_(R, G, kr_[t], e[t], bk, Gk[t], dk[t], Rt, Gt)  # R_{t-1}, ∂L/∂R_{t-1}, γ = 1
                 gh[t].add_(_softmax_bwd(ds.view(3, N, D).sum(0), s[0])) # h̄_{t-1} += softmax Jacobian · Σ_g R_g ā_g
         del K, o, Bo, R, Rt
         dbeta = torch.linalg.vecdot(Gk, e).view(T, 3, N)                # kᵀ G e
@@ -496,15 +508,19 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if impl == "triton":                                                # fused kernels of notebook 05c
-        tri = _triton_seq(op)
+        tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
-        else:
-            o, S = tri.triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0)
-            return o, (S if output_final_state else None)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
-    xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
+        else: tri.check_seq(op, q)
     B, T, H, _, D = q.shape
-    st = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in
-          zip((S0, R0, h0, c0), ((B, H, 3, D, D), (B, H, 3, D, D), (B, H, D), (B, H, D)))]
+    in_dtype, dt = q.dtype, compute_dtype(q)
+    shapes = ((B, H, 3, D, D), (B, H, 3, D, D), (B, H, D), (B, H, D))
+    if T == 0:
+        return empty_result(q, (B, 0, H, D), [x.to(dt) if x is not None else q.new_zeros(*s, dtype=dt)
+                                              for x, s in zip((S0, R0, h0, c0), shapes)], output_final_state)
+    if impl == "triton":
+        o, S = tri.triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0)
+        return o, (S if output_final_state else None)
+    xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
+    st = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in zip((S0, R0, h0, c0), shapes)]
     o, S = (delta_lstm_naive if impl == "naive" else delta_lstm_torch)(*xs, *st)
     return o.to(in_dtype), (S if output_final_state else None)

@@ -8,7 +8,7 @@ Docs: https://rfwp.github.io/rfwp/linear_attention.html.md"""
 from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl
+from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
 
 # %% auto #0
 __all__ = ['FEATURE_MAPS', 'elu_p1', 'sum_norm', 'elu_sumnorm', 'softmax_fm', 'dpfp', 'feature_map', 'linear_attention_naive',
@@ -52,8 +52,6 @@ def feature_map(name:str, # one of FEATURE_MAPS
     return FEATURE_MAPS[name]
 
 # %% ../../nbs/01_linear_attention.ipynb #00c94a67
-def _compute_dtype(x): return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-
 def linear_attention_naive(q, k, v, S0):
     "Per-step reference of the sum rule: S_t = S_{t-1} + k_t v_tᵀ, o_t = S_tᵀ q_t."
     S = S0                                                              # (B, H, K, V)
@@ -121,12 +119,6 @@ class LinearAttentionChunked(torch.autograd.Function):
         return from_chunks(dQ, T), from_chunks(dK, T), from_chunks(dV, T), dS0, None
 
 # %% ../../nbs/01_linear_attention.ipynb #2f370595
-def _triton_ops(op):
-    "Import the Triton kernels lazily: the CPU paths do not need triton."
-    try: import rfwp.ops.triton_delta as tri
-    except ImportError as e: raise ValueError(f"{op}: impl='triton' needs the triton package (pip install 'rfwp[triton]'): {e}") from e
-    return tri
-
 def linear_attention(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
                      k:Tensor, # keys (B, T, H, Dk), already feature-mapped
                      v:Tensor, # values (B, T, H, Dv)
@@ -147,18 +139,20 @@ def linear_attention(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
     if impl == "triton":
-        tri = _triton_ops(op)
+        tri = triton_module("triton_delta", op)
         if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"
         else: tri.check_triton(op, q, v, chunk_size)
-    in_dtype, dt = q.dtype, _compute_dtype(q)
+    B, T, H, K = q.shape
+    in_dtype, dt = q.dtype, compute_dtype(q)
+    S0 = initial_state.to(dt) if initial_state is not None else None
+    if T == 0: return empty_result(q, (B, 0, H, dims['V']), q.new_zeros(B, H, K, Vs, dtype=dt) if S0 is None else S0, output_final_state)
     if impl != "triton": q, k, v = q.to(dt), k.to(dt), v.to(dt)
     if normalize: v = torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)   # (B, T, H, V+1)
-    B, T, H, K = q.shape
     if impl == "triton":
         o, S = tri.chunk_linear_attention(q, k, v, initial_state, True, chunk_size)
         o = o.to(dt)
     else:
-        S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, Vs)
+        if S0 is None: S0 = q.new_zeros(B, H, K, Vs)
         if impl == "naive": o, S = linear_attention_naive(q, k, v, S0)
         else: o, S = LinearAttentionChunked.apply(q, k, v, S0, min(chunk_size, T))
     if normalize: o = o[..., :-1] / (o[..., -1:] + eps)

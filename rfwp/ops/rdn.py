@@ -7,14 +7,15 @@ Docs: https://rfwp.github.io/rfwp/recurrent_slow_nets.html.md"""
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #15df6ddf
 from __future__ import annotations
 import math
-from contextlib import contextmanager
 import torch
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl
+from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
+from ..utils import serial_if_small, SERIAL_STEP_SIZE  # the thread policy of every sequential op (importable from here too)
+from .fastnets import delta_unwrite_
 
 # %% auto #0
-__all__ = ['SERIAL_STEP_SIZE', 'init_rdn_weights', 'recurrent_delta_rule_naive', 'serial_if_small', 'RecurrentDeltaRuleFn',
-           'recurrent_delta_rule_torch', 'recurrent_delta_rule']
+__all__ = ['init_rdn_weights', 'recurrent_delta_rule_naive', 'RecurrentDeltaRuleFn', 'recurrent_delta_rule_torch',
+           'recurrent_delta_rule']
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #4414d542
 def init_rdn_weights(H:int, # number of heads
@@ -65,7 +66,7 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
     Y = P.new_empty(T + 1, H, B, D); Y[0] = y0.transpose(0, 1)                         # y_0 … y_T
     Hs = P.new_empty(T, H, B, D)                                                       # h_t = tanh(y_{t-1})
     QK = P.new_empty(T, N, 2, D)                                                       # [q_t; k_t]
-    UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (β_t − 1) u_t
+    UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (1 − β_t) u_t
     u = P.new_empty(N, 1, D)                                                           # scratch: u_t
     S = S0.transpose(0, 1).reshape(N, D, D).clone()                                    # (H·B, D, D)
     Pf = P.view(T, N, E)
@@ -80,7 +81,7 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
         b.sigmoid_()                                    # β                           (H·B, 1, 1)
         torch.baddbmm(v, k, S, alpha=-1, out=u)         # u = v − k S                 (H·B, 1, D)
         torch.mul(u, b, out=ub)                         # β u
-        torch.sub(ub, u, out=u1)                        # (β − 1) u, for δa_β in the backward
+        torch.sub(u, ub, out=u1)                        # (1 − β) u, for δa_β in the backward
         S.addcmul_(kT, ub)                              # S += kᵀ (β u)
         torch.bmm(q, S, out=y_new)                      # y = q S
     beta = Pf[..., 3*D:, None].clone()                                                 # (T, H·B, 1, 1)
@@ -88,33 +89,29 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
     return o, S, Y[T], (Hs, QK, UB, U1, beta)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #2c1e5742
-def _reverse_steps(dY, S, dS, QK, UB, nbk, U1, tp, M_qk, M_v, rb):
-    "Steps 1–5 for t = T … 1; updates δY, S, δS in place and returns [δa_q | δa_k], −δv and δa_β of every step."
+def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb):
+    "Steps 1–5 for t = T … 1; updates δY, S, δS in place and returns [δa_q | δa_k], δv and δa_β of every step."
     T, H, B, D = tp.shape; N = H * B
     ST, dST, k = S.mT, dS.mT, QK[:, :, 1:2]
     dQK = S.new_empty(2, N, 1, D); dq, dk = dQK.unbind(0)                              # scratch: δq, δk
     dqk = dQK.view(2, N, D).transpose(0, 1)                                            # (H·B, 2, D) view of both
-    dAqk, nDV, dAb = S.new_empty(T, N, 2, D), S.new_empty(T, N, 1, D), S.new_empty(T, N, 1, 1)
+    dAqk, DV, dAb = S.new_empty(T, N, 2, D), S.new_empty(T, N, 1, D), S.new_empty(T, N, 1, 1)
     dh = S.new_empty(H, B, D)
     steps = zip(dY[1:].view(T, N, 1, D).unbind(0), dY[:T].unbind(0), QK.unbind(0), QK[:, :, 0:1].mT.unbind(0),
-                k.mT.unbind(0), UB.unbind(0), nbk.unbind(0), U1.mT.unbind(0), dAqk.unbind(0), nDV.unbind(0),
-                dAb.unbind(0), dAqk.view(T, H, B, 2 * D).unbind(0), nDV.view(T, H, B, D).unbind(0),
+                k.mT.unbind(0), UB.unbind(0), BK.unbind(0), U1.mT.unbind(0), dAqk.unbind(0), DV.unbind(0),
+                dAb.unbind(0), dAqk.view(T, H, B, 2 * D).unbind(0), DV.view(T, H, B, D).unbind(0),
                 dAb.view(T, H, B, 1).unbind(0), tp.unbind(0))
-    for dy, dy_prev, qk, qT, kT, ub, nbk_t, u1T, daqk, ndu, dab, daqk_h, ndu_h, dab_h, tp_t in reversed(list(steps)):
+    for dy, dy_prev, qk, qT, kT, ub, bk, u1T, daqk, dv, dab, daqk_h, dv_h, dab_h, tp_t in reversed(list(steps)):
         dS.addcmul_(qT, dy)                             # 1. δS += qᵀ δy
         torch.bmm(dy, ST, out=dq)                       #    δq = δy S_tᵀ
-        S.addcmul_(kT, ub, value=-1)                    # 2. S_{t-1} = S_t − kᵀ (β u)
-        torch.bmm(nbk_t, dS, out=ndu)                   # 3. −δu = −β k δS  (= −δv)
-        torch.bmm(ub, dST, out=dk)                      #    δk = β u δSᵀ …
-        torch.baddbmm(dk, ndu, ST, out=dk)              #       … − δu S_{t-1}ᵀ
-        dS.addcmul_(kT, ndu)                            #    δS_{t-1} = δS − kᵀ δu
+        delta_unwrite_(S, dS, bk, ub, kT, dv, dk, ST, dST)  # 2.–3. S_{t-1}; δv = β k δS, δk, δS_{t-1} (γ = β)
         torch._softmax_backward_data(dqk, qk, -1, qk.dtype, grad_input=daqk)  # 4. δa = p ⊙ (δp − p·δp)
-        torch.bmm(ndu, u1T, out=dab)                    #    δa_β = δβ β (1 − β)
+        torch.bmm(dv, u1T, out=dab)                     #    δa_β = δβ β (1 − β)
         torch.bmm(daqk_h, M_qk, out=dh)                 # 5. δh = [δa_q | δa_k] [R_q | R_k]ᵀ …
-        torch.baddbmm(dh, ndu_h, M_v, out=dh)           #       … + δv R_vᵀ …
+        torch.baddbmm(dh, dv_h, M_v, out=dh)            #       … + δv R_vᵀ …
         dh.addcmul_(dab_h, rb)                          #       … + δa_β r_β
         dy_prev.addcmul_(dh, tp_t)                      #    δy_{t-1} += δh ⊙ (1 − h²)
-    return dAqk, nDV, dAb
+    return dAqk, DV, dAb
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #421490e9
 def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
@@ -126,35 +123,20 @@ def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
     if dy_T is not None: dY[T] += dy_T.transpose(0, 1)
     S = S_T.clone()                                                                    # (H·B, D, D), restored in place
     dS = torch.zeros_like(S) if dS_T is None else dS_T.transpose(0, 1).reshape(N, D, D).clone()
-    nbk = QK[:, :, 1:2] * -beta                                                        # −β k: (T, H·B, 1, D)
+    BK = QK[:, :, 1:2] * beta                                                          # β k: (T, H·B, 1, D)
     tp = 1 - Hs * Hs                                                                   # tanh' (T, H, B, D)
-    M_qk, M_v, rb = torch.cat([R_q.mT, R_k.mT], 1), -R_v.mT, r_b[:, None, :]          # (H, 2D, D), (H, D, D), (H, 1, D)
-    dAqk, nDV, dAb = _reverse_steps(dY, S, dS, QK, UB, nbk, U1, tp, M_qk, M_v, rb)
-    del nbk, tp                                                                        # free before the gathers
+    M_qk, M_v, rb = torch.cat([R_q.mT, R_k.mT], 1), R_v.mT, r_b[:, None, :]           # (H, 2D, D), (H, D, D), (H, 1, D)
+    dAqk, DV, dAb = _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb)
+    del BK, tp                                                                         # free before the gathers
     dy0 = dY[0].transpose(0, 1).contiguous(); del dY
-    dAqk, nDV, dAb = dAqk.view(T, H, B, 2 * D), nDV.view(T, H, B, D), dAb.view(T, H, B)
+    dAqk, DV, dAb = dAqk.view(T, H, B, 2 * D), DV.view(T, H, B, D), dAb.view(T, H, B)
     dR_qk = torch.einsum('thbi,thbj->hij', Hs, dAqk)                                   # (H, D, 2D)
-    dR_v = -torch.einsum('thbi,thbj->hij', Hs, nDV)                                    # (H, D, D)
+    dR_v = torch.einsum('thbi,thbj->hij', Hs, DV)                                      # (H, D, D)
     dr_b = torch.einsum('thbi,thb->hi', Hs, dAb)                                       # (H, D)
     bthd = lambda a: a.permute(2, 0, 1, 3).contiguous()                                # (T, H, B, ·) -> (B, T, H, ·)
-    dxq, dxk, dxv, dxb = bthd(dAqk[..., :D]), bthd(dAqk[..., D:]), bthd(nDV).neg_(), dAb.permute(2, 0, 1).contiguous()
+    dxq, dxk, dxv, dxb = bthd(dAqk[..., :D]), bthd(dAqk[..., D:]), bthd(DV), dAb.permute(2, 0, 1).contiguous()
     dS0 = dS.view(H, B, D, D).transpose(0, 1).contiguous()
     return dxq, dxk, dxv, dxb, dR_qk[..., :D], dR_qk[..., D:], dR_v, dr_b, dS0, dy0
-
-# %% ../../nbs/04_recurrent_slow_nets.ipynb #e646e809
-SERIAL_STEP_SIZE = 1 << 17  # below this many fast-weight entries per step (B·H·D²), the loops use one thread
-
-@contextmanager
-def serial_if_small(n:int, # fast-weight entries touched per step, B·H·D²
-                    device=None, # the tensors' device; nothing changes unless it is the CPU
-                   ):
-    "Run the block on one intra-op thread when a CPU step is smaller than `SERIAL_STEP_SIZE`."
-    old = torch.get_num_threads()
-    if n >= SERIAL_STEP_SIZE or old <= 1 or torch.device(device or "cpu").type != "cpu":
-        yield; return
-    torch.set_num_threads(1)
-    try: yield
-    finally: torch.set_num_threads(old)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #43b290ed
 class RecurrentDeltaRuleFn(torch.autograd.Function):
@@ -180,14 +162,6 @@ def recurrent_delta_rule_torch(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
     return RecurrentDeltaRuleFn.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #13faeeed
-def _compute_dtype(x): return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-
-def _triton_seq(op):
-    "Import the fused Triton kernels lazily: the CPU paths do not need triton."
-    try: import rfwp.ops.triton_seq as tri
-    except ImportError as e: raise ValueError(f"{op}: impl='triton' needs the triton package (pip install 'rfwp[triton]'): {e}") from e
-    return tri
-
 def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                          xk:Tensor, # key pre-activations (B, T, H, D)
                          xv:Tensor, # values before the recurrent part (B, T, H, D)
@@ -216,15 +190,17 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                   'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, xq, op=op, available=("naive", "torch", "triton"))
     if impl == "triton":                                                        # fused kernels of notebook 05c
-        tri = _triton_seq(op)
+        tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(xq): impl = "torch"                     # "auto" falls back to "torch"
-        else:
-            o, S, y = tri.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
-            return o, ((S, y) if output_final_state else None)
-    in_dtype, dt = xq.dtype, _compute_dtype(xq)
+        else: tri.check_seq(op, xq)
+    in_dtype, dt = xq.dtype, compute_dtype(xq)
     B, T, H, D = xq.shape
+    if impl == "triton" and T > 0:
+        o, S, y = tri.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
+        return o, ((S, y) if output_final_state else None)
     S0 = xq.new_zeros(B, H, D, D, dtype=dt) if S0 is None else S0.to(dt)
     y0 = xq.new_zeros(B, H, D, dtype=dt) if y0 is None else y0.to(dt)
+    if T == 0: return empty_result(xq, (B, 0, H, D), (S0, y0), output_final_state)
     args = [a.to(dt) for a in (xq, xk, xv, xb, R_q, R_k, R_v, r_b)] + [S0, y0]
     fn = recurrent_delta_rule_naive if impl == "naive" else recurrent_delta_rule_torch
     o, S, y = fn(*args)
