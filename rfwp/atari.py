@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
 from .models import count_params
+from .utils import require
 from .run import (Bar, CheckpointError, RunFileError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
                       lr_schedule, plot_curves, write_metrics, make_config as _make, from_dict as _from_dict)
 
@@ -27,8 +28,7 @@ __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 
 # %% ../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
     "The names of the Atari games whose ROMs ship with `ale-py`."
-    from ale_py.roms import get_all_rom_ids
-    return sorted(get_all_rom_ids())
+    return sorted(require("ale_py.roms", "atari", "Atari").get_all_rom_ids())
 
 def resolve_game(name:str, # e.g. "pong", "Pong", "SpaceInvaders", "ALE/Pong-v5", "PongNoFrameskip-v4"
                 ) -> str:
@@ -55,7 +55,7 @@ class AtariEnvs:
                  threads:int=1, # C++ threads stepping the games
                  max_frames:int=108_000, # emulator frames after which an episode is cut
                 ):
-        from ale_py.vector_env import AtariVectorEnv
+        AtariVectorEnv = require("ale_py.vector_env", "atari", "Atari").AtariVectorEnv
         if not isinstance(n, int) or n < 1: raise ValueError(f"n_envs: must be a positive int, got {n!r}")
         self.game, self.n = resolve_game(game), n
         self.env = AtariVectorEnv(self.game, num_envs=n, num_threads=threads, noop_max=noop_max,

@@ -11,7 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 import torch
 from .tasks import TASKS, load_dataset, encode
-from .train import TrainConfig, PRESETS, RESUMABLE, IMPLS, make_config, train, evaluate
+from .train import TrainConfig, PRESETS, RESUMABLE, make_config, train, evaluate
+from .utils import IMPLS
 from .run import (CheckpointError, RunFileError, SCHEDULES, load_checkpoint, load_weights, setup_dist, add_config_args,
                       given_args)
 from .layers import LAYERS
@@ -114,7 +115,8 @@ def cmd_eval(a:argparse.Namespace, parser) -> int:
     ck = load_checkpoint(path)
     if (kind := ck.get("kind")) != "algorithmic":
         cmd = {"lm": "rfwp eval lm RUN_DIR", "atari": "rfwp eval atari CHECKPOINT"}.get(kind)
-        raise CheckpointError(f"{path}: is {'a ' + kind if kind else 'not a ListOps or code execution'} checkpoint"
+        what = {"lm": "a language-model", "atari": "an Atari"}.get(kind, "not a ListOps or code execution")
+        raise CheckpointError(f"{path}: is {what} checkpoint"
                               + (f"; evaluate it with `{cmd}`" if cmd else ""))
     cfg = TrainConfig.from_dict(ck["config"])
     dd = setup_dist(a.device)

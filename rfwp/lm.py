@@ -148,7 +148,7 @@ def _hf_lines(name:str=HF_NAME, config:str=HF_CONFIG, online:bool|None=None) -> 
     offline = online is False or (online is None and (os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable()))
     if offline: _set_hf_offline()
     try: import datasets
-    except ImportError: raise DataError(f"the `datasets` package is needed for {name} ({config}): pip install datasets; or {LOCAL_HINT}") from None
+    except ImportError: raise DataError(f"the `datasets` package is needed for {name} ({config}): pip install 'rfwp[lm]'; or {LOCAL_HINT}") from None
     try: ds = datasets.load_dataset(name, config)
     except Exception as e:
         why = "huggingface.co is unreachable and it is not in the local Hugging Face cache" if offline else f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
@@ -156,9 +156,16 @@ def _hf_lines(name:str=HF_NAME, config:str=HF_CONFIG, online:bool|None=None) -> 
     return {"train": ds["train"]["text"], "valid": ds["validation"]["text"], "test": ds["test"]["text"]}
 
 # %% ../nbs/08_language_modelling.ipynb #73b184bd
+def _read_text(path) -> str:
+    "A UTF-8 text file, or a one-line `DataError` naming it."
+    try: return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: is not UTF-8 text (byte {e.start} is {e.object[e.start:e.start + 1]!r}); give a text file") from None
+    except OSError as e: raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+
 def _read_lines(path) -> list[str]:
     "A text file's lines without their newline."
-    return Path(path).read_text(encoding="utf-8").split("\n")[:-1] if Path(path).stat().st_size else []
+    return _read_text(path).split("\n")[:-1] if Path(path).stat().st_size else []
 
 def resolve_files(data_dir=None, # a folder with wiki.{train,valid,test}.tokens (any of them may be overridden below)
                   train=None, valid=None, test=None, # explicit files
@@ -201,18 +208,24 @@ def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the 
         return LMData(json.loads((cdir / "vocab.json").read_text()), level, splits, about, meta.get("oov"))
     t0 = time.time()
     if level == "char":
-        text = Path(files["text"]).read_text(encoding="utf-8")
+        text = _read_text(files["text"])
+        if len(text) < 4: raise DataError(f"{files['text']}: holds {len(text)} characters; too little text to train on")
         vocab, ids = encode_chars(text)
         cut = int(len(text) * (1 - valid_frac))
         splits, oov = {"train": ids[:cut], "valid": ids[cut:]}, {"train": 0, "valid": 0}
     else:
         lines = _hf_lines(online=online) if not files else {s: _read_lines(f) for s, f in files.items()}
+        if not any(l.strip() for l in lines["train"]): raise DataError(f"{files.get('train', about)}: the training split is empty")
         vocab = word_vocab(lines["train"])
         splits, oov = {}, {}
         for s, v in lines.items(): splits[s], oov[s] = encode_lines(v, vocab)
         if "valid" not in splits:
             cut = int(len(splits["train"]) * (1 - valid_frac))
             splits["train"], splits["valid"], oov["valid"] = splits["train"][:cut], splits["train"][cut:], 0
+    for s, v in splits.items():
+        if len(v) < 2:
+            src = files.get(s) or files.get("text") or files.get("train") or about
+            raise DataError(f"{src}: the {s} split holds {len(v)} tokens; a language model needs at least 2 (is the file empty?)")
     test_is_valid = "test" not in splits
     if test_is_valid: splits["test"], oov["test"] = splits["valid"], oov["valid"]
     tmp = Path(cache_dir) / (key + f".tmp{os.getpid()}")

@@ -13,11 +13,12 @@ import torch, torch.nn.functional as F
 from torch import Tensor
 from .tasks import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded
 from .models import ModelConfig, SeqModel
+from .utils import IMPLS
 from .run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES,
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['IMPLS', 'RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
+__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
            'summarize', 'evaluate', 'AlgoTask', 'train', 'compare_models']
 
 # %% ../nbs/07b_training.ipynb #313857c6
@@ -90,7 +91,6 @@ class TrainConfig:
         "Build from a dict; unknown keys raise a `ValueError`."
         return _from_dict(cls, d)
 
-IMPLS = ("auto", "naive", "torch", "triton")
 # fields that may change when a run is resumed: how long it runs and how often it reports
 RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every")
 

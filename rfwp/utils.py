@@ -13,9 +13,9 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['IMPLS', 'TRITON_MODULES', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
-           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'bench',
-           'peak_memory', 'sgemm_gflops', 'serial_if_small']
+__all__ = ['IMPLS', 'TRITON_MODULES', 'EXTRAS', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
+           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'require',
+           'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small']
 
 # %% ../nbs/00_utils.ipynb #b1208dd8
 def rel_err(ref:Tensor, # the reference values
@@ -144,6 +144,18 @@ def resolve_impl(impl:str, # requested implementation
     if impl not in available:
         raise ValueError(f"{op}: impl={impl!r} is not available for this op; it has {', '.join(map(repr, available))}")
     return impl
+
+# %% ../nbs/00_utils.ipynb #96837928
+EXTRAS = dict(lm=("datasets",), atari=("gymnasium", "ale_py"), triton=("triton",), video=("imageio",))
+
+def require(module:str, # the module to import, e.g. "ale_py"
+            extra:str, # the extra of rfwp that installs it (a key of `EXTRAS`)
+            what:str="this", # what needs it, for the message
+           ):
+    "Import `module`, or raise an `ImportError` that says which `pip install` line adds it."
+    try: return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{what} needs {module.replace('_', '-')}, which is not installed: pip install 'rfwp[{extra}]'") from e
 
 # %% ../nbs/00_utils.ipynb #7c979587
 def bench(fn:Callable, # the function to time, called with no arguments
