@@ -6,18 +6,18 @@ Docs: https://rfwp.github.io/rfwp/atari.html.md"""
 
 # %% ../nbs/09_atari.ipynb #f206d4b9
 from __future__ import annotations
-import argparse, csv, dataclasses, difflib, io, json, math, os, re, signal, sys, time
-from dataclasses import dataclass, field, asdict, fields
+import argparse, difflib, json, math, re, sys, time
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-import torch.distributed as dist
 from torch import Tensor
 from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
 from .models import count_params
 from .utils import require
-from .run import (Bar, CheckpointError, RunFileError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
-                      lr_schedule, plot_curves, write_metrics, make_config as _make, from_dict as _from_dict)
+from fastcore.basics import patch
+from .run import (Bar, CheckpointError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
+                      lr_schedule, plot_curves, write_metrics, make_config as _make)
 
 # %% auto #0
 __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'ResBlock',
@@ -442,54 +442,62 @@ class AtariTask(Task):
         return (f"{c.game}: {c.core} core, {c.encoder} encoder, {self.n_params:,} parameters; {self.dd.world} x {c.n_envs} games, "
                 f"unrolls of {c.unroll}; {self.total} updates = {self.total * self.per_update:,} frames")
 
-    def train_step(self, step:int) -> dict:
-        c = self.config
-        if self.actors is None:                                               # started here, after a resumed run's random state is back
-            self.actors = _Actors(c, self.model, self.dd.rank, self.make_envs)
-            self.actors.restart(step)
-        batch, fin = self.actors.unroll()
-        self.net.train()
-        sums = {}
-        for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
-            mb = _slice_batch(batch, idx)
-            lg, v, _ = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"])
-            loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
-                                      c.gamma, c.baseline_cost, c.entropy_cost)
-            self.opt.zero_grad(set_to_none=True); loss.backward()
-            gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
-            self.opt.step()
-            for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
-        self.sched.step()
-        self.actors.state = detach_state(self.actors.state)
-        self.episodes += [((step + 1) * self.per_update, s, n) for _, s, n in fin]
-        return dict(sums, ret_sum=float(sum(s for _, s, _ in fin)), ret_n=len(fin), frames_n=c.n_envs * c.unroll * 4)
-
     def position(self, step:int) -> dict: return dict(frames=step * self.per_update)
-    def train_row(self, s:dict) -> dict:
-        last = [e[1] for e in self.episodes[-100:]]
-        skip = ("n", "ret_sum", "ret_n", "frames_n", "seconds")
-        return dict(fps=round(s["frames_n"] / max(s["seconds"], 1e-9)), episodes=len(self.episodes),
-                    return_mean=s["ret_sum"] / s["ret_n"] if s["ret_n"] else float("nan"),
-                    return_last100=float(np.mean(last)) if last else float("nan"),
-                    **{k: x / s["n"] for k, x in s.items() if k not in skip})
     def bar(self, row:dict) -> dict: return dict(fps=f"{row['fps']:,.0f}", ret100=f"{row['return_last100']:.1f}", eps=row["episodes"])
     def before_checkpoint(self, step:int):
         if self.actors is not None: self.actors.restart(step)                # every checkpoint is a restart point of the games
     def state_dict(self) -> dict: return dict(episodes=[list(e) for e in self.episodes])
     def load_state_dict(self, d:dict): self.episodes = [tuple(e) for e in d["episodes"]]
     def checkpoint_extra(self) -> dict: return dict(kind="atari", agent_config=asdict(self.acfg), n_params=self.n_params)
-    def plot(self, rows:list[dict], path):
-        write_metrics([dict(frames=f, score=s, steps=n) for f, s, n in self.episodes], Path(path).parent, ["frames", "score", "steps"], name="episodes")
-        c = self.config
-        _plot_atari(rows, self.episodes, path, f"{c.game} · {c.core} core · {c.encoder} CNN")
-    def finish(self, last:dict, say) -> dict:
-        r = [e[1] for e in self.episodes[-100:]]
-        res = dict(update=last["step"], frames=last["step"] * self.per_update, episodes=len(self.episodes),
-                   return_last100=float(np.mean(r)) if r else None, n_params=self.n_params)
-        say(f"{res['frames']:,} frames; mean score of the last 100 episodes {res['return_last100']}")
-        return res
     def close(self):
         if self.actors is not None: self.actors.envs.close()
+
+# %% ../nbs/09_atari.ipynb #33895372
+@patch
+def train_step(self:AtariTask, step:int) -> dict:
+    c = self.config
+    if self.actors is None:                                               # started here, after a resumed run's random state is back
+        self.actors = _Actors(c, self.model, self.dd.rank, self.make_envs)
+        self.actors.restart(step)
+    batch, fin = self.actors.unroll()
+    self.net.train()
+    sums = {}
+    for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
+        mb = _slice_batch(batch, idx)
+        lg, v, _ = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"])
+        loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                  c.gamma, c.baseline_cost, c.entropy_cost)
+        self.opt.zero_grad(set_to_none=True); loss.backward()
+        gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
+        self.opt.step()
+        for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
+    self.sched.step()
+    self.actors.state = detach_state(self.actors.state)
+    self.episodes += [((step + 1) * self.per_update, s, n) for _, s, n in fin]
+    return dict(sums, ret_sum=float(sum(s for _, s, _ in fin)), ret_n=len(fin), frames_n=c.n_envs * c.unroll * 4)
+
+@patch
+def train_row(self:AtariTask, s:dict) -> dict:
+    last = [e[1] for e in self.episodes[-100:]]
+    skip = ("n", "ret_sum", "ret_n", "frames_n", "seconds")
+    return dict(fps=round(s["frames_n"] / max(s["seconds"], 1e-9)), episodes=len(self.episodes),
+                return_mean=s["ret_sum"] / s["ret_n"] if s["ret_n"] else float("nan"),
+                return_last100=float(np.mean(last)) if last else float("nan"),
+                **{k: x / s["n"] for k, x in s.items() if k not in skip})
+
+# %% ../nbs/09_atari.ipynb #008c7b5f
+@patch
+def plot(self:AtariTask, rows:list[dict], path):
+    write_metrics([dict(frames=f, score=s, steps=n) for f, s, n in self.episodes], Path(path).parent, ["frames", "score", "steps"], name="episodes")
+    c = self.config
+    _plot_atari(rows, self.episodes, path, f"{c.game} · {c.core} core · {c.encoder} CNN")
+@patch
+def finish(self:AtariTask, last:dict, say) -> dict:
+    r = [e[1] for e in self.episodes[-100:]]
+    res = dict(update=last["step"], frames=last["step"] * self.per_update, episodes=len(self.episodes),
+               return_last100=float(np.mean(r)) if r else None, n_params=self.n_params)
+    say(f"{res['frames']:,} frames; mean score of the last 100 episodes {res['return_last100']}")
+    return res
 
 def train(cfg:AtariConfig, # what to train
           run_dir="runs/atari", # where the run's files go

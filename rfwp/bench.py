@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/benchmarks.html.md"""
 
 # %% ../nbs/10_benchmarks.ipynb #87922022
 from __future__ import annotations
-import argparse, gc, inspect, json, math, platform, sys, time
+import argparse, gc, inspect, json, math, platform, sys
 import torch
 from .utils import bench, peak_memory, sgemm_gflops
 from .ops.linear import elu_p1, elu_sumnorm

@@ -6,7 +6,6 @@ Docs: https://rfwp.github.io/rfwp/layers.html.md"""
 
 # %% ../nbs/06_layers.ipynb #5feea490
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor

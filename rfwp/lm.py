@@ -1,4 +1,4 @@
-"""Word-level WikiText-103 and character-level text with every fast weight programmer: data with a cached vocabulary, `LMModel` with a tied or adaptive softmax, a resumable training loop, sliding-window and full-context perplexity, sampling, and the benchmarks.
+"""Word-level WikiText-103 and character-level text with every fast weight programmer: data with a cached vocabulary, `SeqModel` with a tied or adaptive softmax as the language model, the loss, sliding-window and full-context perplexity, a resumable training loop, sampling, the results; the command line and the benchmark drivers.
 
 Docs: https://rfwp.github.io/rfwp/language_modelling.html.md"""
 
@@ -8,26 +8,26 @@ Docs: https://rfwp.github.io/rfwp/language_modelling.html.md"""
 from __future__ import annotations
 import argparse, hashlib, json, math, os, socket, sys, time
 from collections import Counter
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn as nn
 import torch.distributed as dist
 from torch import Tensor
-from .layers import LAYERS, LayerConfig, detach_state
-from .models import count_params
-from .utils import upcast
+from fastcore.basics import patch
+from .layers import LAYERS, detach_state
+from .models import HEADS, ModelConfig, SeqModel
 from .run import (Dist, Task, Preset, fit, setup_dist, load_checkpoint, load_weights, CheckpointError, data_parallel,
                       lr_schedule, plot_curves, make_config as _make)
 
 # %% auto #0
-__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'BENCH_MODELS', 'RFWPS',
-           'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'LM_OPTIONS', 'tokenize', 'build_vocab', 'encode_tokens', 'word_vocab',
-           'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files', 'load_lm_data', 'LMModelConfig',
-           'LMModel', 'window_starts', 'get_lm_batch', 'get_stream_batch', 'eval_sliding', 'eval_full', 'LMTrainConfig',
-           'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt', 'bench_char', 'char_table',
-           'bench_speed', 'speed_table', 'bench_word', 'make_lm_parser', 'cmd_train', 'cmd_eval', 'cmd_generate',
-           'cmd_bench', 'main']
+__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'LM_OPTIONS',
+           'BENCH_MODELS', 'RFWPS', 'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'tokenize', 'build_vocab', 'encode_tokens',
+           'word_vocab', 'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files', 'load_lm_data',
+           'window_starts', 'get_lm_batch', 'get_stream_batch', 'lm_model_config', 'eval_sliding', 'eval_full',
+           'LMTrainConfig', 'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt', 'make_lm_parser',
+           'cmd_train', 'cmd_eval', 'cmd_generate', 'cmd_bench', 'main', 'bench_char', 'char_table', 'bench_speed',
+           'speed_table', 'bench_word']
 
 # %% ../nbs/08_language_modelling.ipynb #2f08982e
 EOS, UNK = "<eos>", "<unk>"
@@ -188,6 +188,7 @@ def resolve_files(data_dir=None, # a folder with wiki.{train,valid,test}.tokens 
         if not Path(f).is_file(): raise DataError(f"--{s}: no such file: {f}")
     return files
 
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e02
 def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the hub
                  cache_dir="data/lm-cache", # where vocabulary and arrays are cached
                  valid_frac:float=0.1, # held-out fraction of the training text when there is no validation file
@@ -239,114 +240,6 @@ def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the 
         + f" tokens ({time.time() - t0:.1f} s); cached in {cdir}")
     return LMData(vocab, level, splits, about, oov)
 
-# %% ../nbs/08_language_modelling.ipynb #43dc2b32
-@dataclass
-class LMModelConfig:
-    "The arguments of an `LMModel` (stored in checkpoints)."
-    kind: str = "delta"          # block kind, a key of `rfwp.layers.LAYERS`
-    vocab_size: int = 0          # number of token types
-    n_layers: int = 16           # the paper's small WikiText-103 model: 16 layers, d 128, 8 heads of 16, FF 2048
-    d_model: int = 128
-    n_heads: int = 8
-    ff_dim: int = 2048
-    dropout: float = 0.1
-    head: str = "auto"           # "softmax" (tied to the embedding), "adaptive", or "auto": adaptive above the first cut-off
-    cutoffs: tuple = (20000, 40000, 200000)  # adaptive softmax cluster boundaries (the paper's)
-    div_value: float = 4.0       # adaptive softmax: each tail cluster's projection is this much narrower
-    scale_heads: bool = True     # 1/√D on head outputs before the output projection (official LM code)
-    max_len: int = 1024          # the Transformer's learned positions (the training context)
-    impl: str = "auto"           # op implementation
-
-    def __post_init__(self):
-        if self.kind not in LAYERS: raise ValueError(f"model: unknown kind {self.kind!r}; choose from {', '.join(LAYERS)}")
-        if not isinstance(self.vocab_size, int) or self.vocab_size < 2: raise ValueError(f"vocab_size: must be an int >= 2, got {self.vocab_size!r}")
-        if self.head not in ("auto", "softmax", "adaptive"): raise ValueError(f"head: expected auto, softmax or adaptive, got {self.head!r}")
-        self.cutoffs = tuple(int(c) for c in self.cutoffs)
-        if list(self.cutoffs) != sorted(set(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
-            raise ValueError(f"cutoffs: must be increasing positive ints, got {self.cutoffs}")
-        if self.head == "adaptive" and not self.used_cutoffs():
-            raise ValueError(f"head: adaptive needs a cut-off below vocab_size={self.vocab_size}, got cutoffs {self.cutoffs}")
-        self.layer_config()
-
-    def used_cutoffs(self) -> list[int]:
-        "The cut-offs below the vocabulary size."
-        return [c for c in self.cutoffs if c < self.vocab_size]
-    def adaptive(self) -> bool:
-        "Whether the output layer is an adaptive softmax."
-        return self.head == "adaptive" or (self.head == "auto" and bool(self.used_cutoffs()))
-    def layer_config(self) -> LayerConfig:
-        return LayerConfig(self.kind, self.d_model, self.n_heads, ff_dim=self.ff_dim, dropout=self.dropout,
-                           scale_heads=self.scale_heads, impl=self.impl)
-    def to_dict(self): return {**asdict(self), "cutoffs": list(self.cutoffs)}
-    @classmethod
-    def from_dict(cls, d): return cls(**d)
-
-# %% ../nbs/08_language_modelling.ipynb #6856d890
-class LMModel(nn.Module):
-    "Embedding -> `n_layers` blocks (each with its state) -> LayerNorm -> tied softmax or adaptive softmax."
-    def __init__(self, cfg:LMModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        nn.init.normal_(self.embed.weight, std=0.02)                   # small, as in GPT-2: the tied logits start near uniform
-        self.pos = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.kind == "transformer" else None   # learned positions, as in GPT-2
-        if self.pos is not None: nn.init.normal_(self.pos.weight, std=0.02)
-        lc = cfg.layer_config()
-        self.blocks = nn.ModuleList(LAYERS[lc.kind](lc) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
-        if cfg.adaptive(): self.out = nn.AdaptiveLogSoftmaxWithLoss(cfg.d_model, cfg.vocab_size, cfg.used_cutoffs(), div_value=cfg.div_value)
-        else: self.out, self.bias = None, nn.Parameter(torch.zeros(cfg.vocab_size))
-
-    @property
-    def carries_state(self) -> bool:
-        "Whether the state can be carried across segments (every kind but the softmax Transformer)."
-        return self.cfg.kind != "transformer"
-
-    def hidden(self, tokens:Tensor, # (B, T) token ids
-               state:list|None=None, # one state per block from the previous segment; None starts from zero
-              ) -> tuple[Tensor, list]: # (B, T, d_model) and the new states
-        "The final hidden states h_t."
-        if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point():
-            raise ValueError(f"LMModel: `tokens` must be an integer tensor (B, T), got {getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
-        if state is not None and len(state) != len(self.blocks):
-            raise ValueError(f"LMModel: `state` has {len(state)} entries but the model has {len(self.blocks)} blocks")
-        x = self.drop(self.embed(tokens))                               # (B, T, d_model)
-        if self.pos is not None:
-            if state is not None: raise ValueError("LMModel: the softmax Transformer does not carry a state across segments")
-            if tokens.shape[1] > self.cfg.max_len: raise ValueError(f"LMModel: the Transformer's positions end at max_len={self.cfg.max_len} (the training context), got {tokens.shape[1]} tokens")
-            x = x + self.pos.weight[:tokens.shape[1]]                   # (B, T, d_model)
-        new = []
-        for i, blk in enumerate(self.blocks):
-            x, s = blk(x, None if state is None else state[i])
-            new.append(s if self.carries_state else None)
-        return self.norm(x), (new if self.carries_state else None)
-
-    def logits(self, h:Tensor) -> Tensor:
-        "Log-probabilities of every token type (B, T, V) from hidden states (B, T, d_model)."
-        h = upcast(h)
-        if self.out is not None: return self.out.log_prob(h.flatten(0, 1)).view(*h.shape[:-1], -1)
-        return torch.log_softmax(F.linear(h, self.embed.weight.to(h.dtype), self.bias.to(h.dtype)), -1)
-
-    def nll(self, h:Tensor, # (B, T, d_model)
-            targets:Tensor, # (B, T) next-token ids
-           ) -> Tensor: # (B, T) negative log-likelihood in nats
-        "Per-token negative log-likelihood (computed in float32)."
-        with torch.autocast(h.device.type, enabled=False):
-            h = upcast(h)
-            if self.out is not None: return -self.out(h.flatten(0, 1), targets.flatten()).output.view(targets.shape)
-            logits = F.linear(h, self.embed.weight.to(h.dtype), self.bias.to(h.dtype))  # (B, T, V)
-            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
-
-    def forward(self, tokens:Tensor, # (B, T) inputs
-                targets:Tensor|None=None, # (B, T) next tokens: return their NLL instead of the hidden states
-                state:list|None=None, # per-block states to continue from
-               ) -> tuple[Tensor, list]: # (B, T) NLL (or (B, T, d_model) hidden states) and the new states
-        h, state = self.hidden(tokens, state)
-        return (h if targets is None else self.nll(h, targets)), state
-
-    def num_params(self) -> int: return count_params(self)
-
 # %% ../nbs/08_language_modelling.ipynb #fee84710
 def window_starts(n_tokens:int, context:int, epoch:int, seed:int) -> np.ndarray:
     "Start positions of the windows of one epoch, shuffled (a function of `epoch` and `seed`)."
@@ -389,9 +282,29 @@ def get_stream_batch(data:np.ndarray, # token ids of the training split
     w = torch.from_numpy(np.stack([np.asarray(data[s:s + context + 1], dtype=np.int64) for s in starts]))  # (b, context+1)
     return w[:, :-1], w[:, 1:], i == 0
 
+# %% ../nbs/08_language_modelling.ipynb #43dc2b32
+def lm_model_config(kind:str, # block kind, a key of `rfwp.layers.LAYERS`
+                    vocab_size:int, # number of token types
+                    n_layers:int=16, # the paper's small WikiText-103 model: 16 layers, d_model 128, 8 heads of 16, FF 2048
+                    d_model:int=128, # residual width
+                    n_heads:int=8, # heads per block
+                    ff_dim:int=2048, # feedforward width
+                    dropout:float=0.1, # in every block and on the embeddings
+                    head:str="auto", # "tied", "adaptive", "linear", or "auto": adaptive when a cut-off is below vocab_size, else tied
+                    cutoffs:tuple=(20000, 40000, 200000), # adaptive softmax cluster boundaries (the paper's)
+                    scale_heads:bool=True, # 1/√D on head outputs before the output projection (official LM code)
+                    context:int=256, # the training context: where the Transformer's learned positions end
+                    impl:str="auto", # op implementation
+                   ) -> ModelConfig:
+    "The `SeqModel` configuration of a language model."
+    return ModelConfig(kind, n_layers=n_layers, d_model=d_model, n_heads=n_heads, ff_dim=ff_dim, dropout=dropout,
+                       vocab_size=vocab_size, scale_heads=scale_heads, head=head, cutoffs=cutoffs,
+                       positions="learned" if kind == "transformer" else "none", embed_std=0.02, embed_dropout=dropout,
+                       max_len=context, impl=impl)
+
 # %% ../nbs/08_language_modelling.ipynb #e2a6e2b6
 @torch.no_grad()
-def eval_sliding(model:LMModel, data, # token ids (np array or tensor)
+def eval_sliding(model:SeqModel, data, # token ids (np array or tensor)
                  context:int, # window length
                  stride:int|None=None, # scored tokens per window (default: context)
                  batch_size:int=32, # windows per forward pass
@@ -417,7 +330,7 @@ def eval_sliding(model:LMModel, data, # token ids (np array or tensor)
         for L, g in groups.items():
             w = torch.from_numpy(np.stack([data[s:s + L + 1].astype(np.int64) for s, _ in g])).to(dev)  # (b, L+1)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                nll, _ = model(w[:, :-1], w[:, 1:])                     # (b, L)
+                nll, _ = model(w[:, :-1], targets=w[:, 1:])             # (b, L)
             for (s, k), row in zip(g, nll.double()):
                 tot += row[k:].sum().item(); cnt += L - k
     model.train(was)
@@ -427,7 +340,7 @@ def eval_sliding(model:LMModel, data, # token ids (np array or tensor)
 
 # %% ../nbs/08_language_modelling.ipynb #e1ac0973
 @torch.no_grad()
-def eval_full(model:LMModel, data, # token ids
+def eval_full(model:SeqModel, data, # token ids
               context:int, # segment length (the training context)
               streams:int=8, # contiguous parts of the text processed side by side; each starts from an empty state
               max_tokens:int=0, # only the first max_tokens (+1) tokens (0: all)
@@ -449,7 +362,7 @@ def eval_full(model:LMModel, data, # token ids
         for t in range(0, m, context):
             e = min(t + context, m)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                nll, state = model(w[:, t:e], w[:, t + 1:e + 1], state)  # (S, ≤context)
+                nll, state = model(w[:, t:e], state=state, targets=w[:, t + 1:e + 1])  # (S, ≤context)
             tot += nll.double().sum().item(); cnt += nll.numel()
     model.train(was)
     r = dd.sum(dict(loss=tot, n=cnt))
@@ -467,14 +380,14 @@ class LMTrainConfig:
     test_file:str = ""
     text:str = "" # a text file at character level (first 1 - valid_frac train, the rest validation and test)
     valid_frac:float = 0.1 # held-out validation fraction when there is no validation file
-    # model (see `LMModelConfig`)
+    # model (see `lm_model_config`)
     model:str = "delta"
     n_layers:int = 16
     d_model:int = 128
     n_heads:int = 8
     ff_dim:int = 2048
     dropout:float = 0.1
-    head:str = "auto"
+    head:str = "auto" # "auto", "tied", "adaptive" or "linear"
     cutoffs:tuple = (20000, 40000, 200000)
     scale_heads:bool = True
     impl:str = "auto"
@@ -503,32 +416,37 @@ class LMTrainConfig:
     seed:int = 1
     amp:bool = True # bf16 autocast on a GPU (ignored on CPU)
 
-    def validate(self):
-        "Raise a `ValueError` naming the first bad field."
-        if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
-        if self.optimizer not in ("adam", "adamw"): raise ValueError(f"optimizer: {self.optimizer!r}; choose from adam, adamw")
-        if self.schedule not in ("cosine", "constant"): raise ValueError(f"schedule: {self.schedule!r}; choose from cosine, constant")
-        if self.head not in ("auto", "softmax", "adaptive"): raise ValueError(f"head: {self.head!r}; choose from auto, softmax, adaptive")
-        for k in ("n_layers", "d_model", "n_heads", "ff_dim", "context", "batch_size", "steps", "eval_every", "log_every", "eval_streams"):
-            if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        for k in ("lr", "min_lr", "eps", "weight_decay", "clip", "warmup", "max_minutes", "eval_tokens", "eval_stride"):
-            if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-        for k in ("dropout", "beta1", "beta2", "valid_frac"):
-            if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
-        if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
-        if self.eval_stride > self.context: raise ValueError(f"eval_stride: must be <= context={self.context}, got {self.eval_stride}")
-        self.cutoffs = tuple(int(c) for c in self.cutoffs)
-        return self
     def files(self) -> dict: return resolve_files(self.data_dir, self.train_file, self.valid_file, self.test_file, self.text)
-    def model_config(self, vocab_size:int) -> LMModelConfig:
-        return LMModelConfig(self.model, vocab_size, self.n_layers, self.d_model, self.n_heads, self.ff_dim, self.dropout,
-                             self.head, self.cutoffs, scale_heads=self.scale_heads, max_len=self.context, impl=self.impl)
+    def model_config(self, vocab_size:int) -> ModelConfig:
+        "The `SeqModel` configuration of this run's model."
+        return lm_model_config(self.model, vocab_size, self.n_layers, self.d_model, self.n_heads, self.ff_dim, self.dropout,
+                               self.head, self.cutoffs, self.scale_heads, self.context, self.impl)
     def to_dict(self): return {**asdict(self), "cutoffs": list(self.cutoffs)}
     @classmethod
     def from_dict(cls, d:dict):
         if bad := sorted(set(d) - {f.name for f in fields(cls)}): raise ValueError(f"LMTrainConfig: unknown field(s) {', '.join(bad)}")
         return cls(**d)
 
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e06
+@patch
+def validate(self:LMTrainConfig) -> LMTrainConfig:
+    "Raise a `ValueError` naming the first bad field."
+    if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
+    if self.optimizer not in ("adam", "adamw"): raise ValueError(f"optimizer: {self.optimizer!r}; choose from adam, adamw")
+    if self.schedule not in ("cosine", "constant"): raise ValueError(f"schedule: {self.schedule!r}; choose from cosine, constant")
+    if self.head not in HEADS: raise ValueError(f"head: {self.head!r}; choose from {', '.join(HEADS)}")
+    for k in ("n_layers", "d_model", "n_heads", "ff_dim", "context", "batch_size", "steps", "eval_every", "log_every", "eval_streams"):
+        if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+    for k in ("lr", "min_lr", "eps", "weight_decay", "clip", "warmup", "max_minutes", "eval_tokens", "eval_stride"):
+        if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
+    for k in ("dropout", "beta1", "beta2", "valid_frac"):
+        if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+    if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+    if self.eval_stride > self.context: raise ValueError(f"eval_stride: must be <= context={self.context}, got {self.eval_stride}")
+    self.cutoffs = tuple(int(c) for c in self.cutoffs)
+    return self
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e08
 LM_RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every", "eval_tokens", "eval_stride", "eval_streams")
 
 LM_PRESETS = dict(
@@ -575,7 +493,7 @@ def _final_eval(model, data:LMData, cfg:LMTrainConfig, dd:Dist, amp:bool, say) -
 
 # %% ../nbs/08_language_modelling.ipynb #497ab473
 class LMTask(Task):
-    "Language modelling for `rfwp.run.fit`: windows (or carried streams) of a tokenised corpus, an `LMModel`, Adam(W)."
+    "Language modelling for `rfwp.run.fit`: windows (or carried streams) of a tokenised corpus, a `SeqModel`, Adam(W)."
     resumable = LM_RESUMABLE
     def __init__(self, cfg:LMTrainConfig, cache_dir="data/lm-cache", online:bool|None=None):
         self.config, self.cache_dir, self.online, self.name = cfg, cache_dir, online, cfg.model
@@ -592,7 +510,7 @@ class LMTask(Task):
         self.data, self.train_ids = data, data.splits["train"]
         torch.manual_seed(cfg.seed)
         self.mcfg = cfg.model_config(data.vocab_size)
-        self.model = LMModel(self.mcfg).to(dd.device)
+        self.model = SeqModel(self.mcfg).to(dd.device)
         # an adaptive softmax leaves a tail cluster unused when no target of the batch falls in it
         self.net = data_parallel(self.model, dd, find_unused_parameters=self.mcfg.adaptive())
         self.opt = _optimizer(cfg, self.model)
@@ -606,55 +524,78 @@ class LMTask(Task):
 
     def describe(self) -> str:
         c, d, m = self.config, self.data, self.mcfg
-        head = f"adaptive softmax {m.used_cutoffs()}" if m.adaptive() else "tied softmax"
+        head = f"adaptive softmax {m.used_cutoffs()}" if m.adaptive() else f"{m.resolved_head()} softmax"
         how = " (streams, state carried)" if self.carry else " (streams)" if c.carry_state else ""
         return (f"{d.about}: {d.vocab_size:,} {d.level} types; " + ", ".join(f"{s} {len(v):,}" for s, v in d.splits.items()) + " tokens\n"
                 f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {head}, {self.n_params:,} parameters; "
                 f"{c.steps} steps of {c.batch_size} x {c.context} tokens{how} on {self.dd.world} x {self.dd.device.type}{' (bf16)' if self.amp else ''}")
 
-    def train_step(self, step:int) -> dict:
-        c, dd = self.config, self.dd
-        if c.carry_state:
-            x, y, new = get_stream_batch(self.train_ids, step, c.batch_size, c.context, dd.rank, dd.world)
-            if new: self.state = None                                 # a new pass over the streams starts from zero
-        else: x, y = get_lm_batch(self.train_ids, step, c.batch_size, c.context, c.seed, dd.rank, dd.world)
-        x, y = x.to(dd.device), y.to(dd.device)
-        with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            nll, new_state = self.net(x, y, self.state) if self.carry else self.net(x, y)   # (b, context)
-        if self.carry: self.state = detach_state(new_state)
-        loss = nll.float().mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.clip: nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
-        self.opt.step(); self.sched.step()
-        return dict(loss=loss.item() * y.numel(), n=y.numel())
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e0c
+@patch
+def train_step(self:LMTask, step:int) -> dict:
+    c, dd = self.config, self.dd
+    if c.carry_state:
+        x, y, new = get_stream_batch(self.train_ids, step, c.batch_size, c.context, dd.rank, dd.world)
+        if new: self.state = None                                 # a new pass over the streams starts from zero
+    else: x, y = get_lm_batch(self.train_ids, step, c.batch_size, c.context, c.seed, dd.rank, dd.world)
+    x, y = x.to(dd.device), y.to(dd.device)
+    with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        nll, new_state = self.net(x, state=self.state if self.carry else None, targets=y)   # (b, context)
+    if self.carry: self.state = detach_state(new_state)
+    loss = nll.float().mean()
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if c.clip: nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
+    self.opt.step(); self.sched.step()
+    return dict(loss=loss.item() * y.numel(), n=y.numel())
 
-    def position(self, step:int) -> dict: return dict(epoch=round(step / self.per_epoch, 3))
-    def train_row(self, sums:dict) -> dict:
-        l = sums["loss"] / max(sums["n"], 1)
-        return dict(loss=l, ppl=math.exp(min(l, 700)), tokens_per_s=round(sums["n"] / max(sums["seconds"], 1e-9)))
-    def bar(self, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
-    def evaluate(self) -> dict:
-        c = self.config
-        v = eval_sliding(self.model, self.data.splits["valid"], c.context, c.context, 4 * c.batch_size // self.dd.world, c.eval_tokens, self.dd, self.amp)
-        return dict(loss=v["loss"], ppl=v["ppl"])
-    def score(self, row:dict) -> float: return -row["loss"]
-    def state_dict(self) -> dict:                                     # the carried state (of a single-process run)
-        return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
-    def load_state_dict(self, d:dict):
-        if self.carry and self.dd.world == 1 and d.get("carried") is not None:
-            self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
-    def checkpoint_extra(self) -> dict:
-        return dict(kind="lm", model_config=self.mcfg.to_dict(), vocab=list(self.data.vocab), level=self.data.level, n_params=self.n_params)
-    def plot(self, rows:list[dict], path):
-        plot_curves(rows, path, {"loss (nats/token)": "loss", "learning rate": "lr"},
-                    title=f"{Path(self.data.about.split(', ')[0]).name} · {self.config.model} · {self.n_params:,} params")
-    def finish(self, best:dict, say) -> dict:
-        tr = [r["tokens_per_s"] for r in best["rows"] if r["split"] == "train" and r.get("tokens_per_s")]
-        bv = min((r["loss"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
-        return dict(best_valid_loss=bv, n_params=self.n_params, tokens_per_s=round(sum(tr) / len(tr)) if tr else None,
-                    **_final_eval(self.model, self.data, self.config, self.dd, self.amp, say))
+@patch
+def position(self:LMTask, step:int) -> dict: return dict(epoch=round(step / self.per_epoch, 3))
 
+@patch
+def train_row(self:LMTask, sums:dict) -> dict:
+    l = sums["loss"] / max(sums["n"], 1)
+    return dict(loss=l, ppl=math.exp(min(l, 700)), tokens_per_s=round(sums["n"] / max(sums["seconds"], 1e-9)))
+
+@patch
+def bar(self:LMTask, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e0e
+@patch
+def evaluate(self:LMTask) -> dict:
+    c = self.config
+    v = eval_sliding(self.model, self.data.splits["valid"], c.context, c.context, 4 * c.batch_size // self.dd.world, c.eval_tokens, self.dd, self.amp)
+    return dict(loss=v["loss"], ppl=v["ppl"])
+
+@patch
+def score(self:LMTask, row:dict) -> float: return -row["loss"]
+
+@patch
+def state_dict(self:LMTask) -> dict:                                     # the carried state (of a single-process run)
+    return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
+
+@patch
+def load_state_dict(self:LMTask, d:dict):
+    if self.carry and self.dd.world == 1 and d.get("carried") is not None:
+        self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
+
+@patch
+def checkpoint_extra(self:LMTask) -> dict:
+    return dict(kind="lm", model_config=self.mcfg.to_dict(), vocab=list(self.data.vocab), level=self.data.level, n_params=self.n_params)
+
+@patch
+def plot(self:LMTask, rows:list[dict], path):
+    plot_curves(rows, path, {"loss (nats/token)": "loss", "learning rate": "lr"},
+                title=f"{Path(self.data.about.split(', ')[0]).name} · {self.config.model} · {self.n_params:,} params")
+
+@patch
+def finish(self:LMTask, best:dict, say) -> dict:
+    tr = [r["tokens_per_s"] for r in best["rows"] if r["split"] == "train" and r.get("tokens_per_s")]
+    bv = min((r["loss"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+    return dict(best_valid_loss=bv, n_params=self.n_params, tokens_per_s=round(sum(tr) / len(tr)) if tr else None,
+                **_final_eval(self.model, self.data, self.config, self.dd, self.amp, say))
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e0f
 def train_lm(cfg:LMTrainConfig, # what to train
              run_dir="runs/lm", # where the run's files go
              cache_dir="data/lm-cache", # tokenised corpora
@@ -675,7 +616,7 @@ def train_lm(cfg:LMTrainConfig, # what to train
 
 # %% ../nbs/08_language_modelling.ipynb #005c5599
 @torch.no_grad()
-def generate(model:LMModel, prompt:list[int], # token ids to continue (at least one)
+def generate(model:SeqModel, prompt:list[int], # token ids to continue (at least one)
              n:int, # tokens to generate
              temperature:float=1.0, # 0: greedy
              top_k:int=0, # sample among the k most likely (0: all)
@@ -693,7 +634,7 @@ def generate(model:LMModel, prompt:list[int], # token ids to continue (at least 
             h, state = model.hidden(torch.tensor([ids[t:t + context]], device=dev), state)
     for _ in range(n):
         if not model.carries_state: h, _ = model.hidden(torch.tensor([ids[-context:]], device=dev))
-        logp = model.logits(h[:, -1])[0]                                # (V,)
+        logp = model.log_probs(h[:, -1:])[0, -1]                        # (V,)
         if temperature == 0: nxt = int(logp.argmax())
         else:
             logp = logp / temperature
@@ -711,6 +652,278 @@ def encode_prompt(text:str, vocab:list[str], level:str) -> list[int]:
         if bad := sorted({c for c in text if c not in idx}): raise ValueError(f"prompt: characters not in the vocabulary: {''.join(bad)!r}")
         return [idx[c] for c in text] or [idx.get("\n", 0)]
     return [idx.get(w, idx[UNK]) for w in text.split()] or [idx[EOS]]
+
+# %% ../nbs/08_language_modelling.ipynb #900c4d84
+class _Fmt(argparse.ArgumentDefaultsHelpFormatter):
+    "Show defaults, except unset (None) and flag ones."
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == "" or action.default == argparse.SUPPRESS: return action.help
+        return super()._get_help_string(action)
+
+def _pos(s):
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+def _nonneg(s):
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
+    if not v >= 0: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
+    return v
+
+def _nonneg_int(s):
+    v = _nonneg(s)
+    if v != int(v): raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return int(v)
+
+def _frac(s):
+    v = _nonneg(s)
+    if v >= 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
+    return v
+
+def _cutoffs(s):
+    try: v = tuple(int(x) for x in s.split(","))
+    except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 20000,40000,200000, got {s!r}") from None
+    return v
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e10
+# LMTrainConfig field -> (type or choices, help); data fields have their own options
+LM_OPTIONS = dict(
+    model=(list(LAYERS), "the layer kind of every block"), n_layers=(_pos, "number of blocks"), d_model=(_pos, "residual width"),
+    n_heads=(_pos, "heads per block (must divide --d-model)"), ff_dim=(_pos, "feedforward width"), dropout=(_frac, "dropout rate"),
+    head=(["auto", "tied", "adaptive", "linear"], "output layer: tied softmax, adaptive softmax, an untied linear softmax, or auto (adaptive when the vocabulary exceeds the first cut-off, else tied)"),
+    cutoffs=(_cutoffs, "adaptive softmax cut-offs, comma-separated (those >= the vocabulary size are dropped)"),
+    scale_heads=("bool", "scale head outputs by 1/sqrt(head dim) before the output projection (official LM code)"),
+    impl=(["auto", "naive", "torch", "triton"], "op implementation"),
+    context=(_pos, "tokens per training window (and evaluation segment)"), batch_size=(_pos, "windows per step, over all processes"),
+    optimizer=(["adam", "adamw"], "adam, or adamw (weight decay on matrices and embeddings only)"), lr=(_nonneg, "peak learning rate"),
+    min_lr=(_nonneg, "learning rate at the end of the cosine"), beta1=(_frac, "Adam beta1"), beta2=(_frac, "Adam beta2"), eps=(_nonneg, "Adam epsilon"),
+    weight_decay=(_nonneg, "weight decay"), clip=(_nonneg, "clip the gradient norm to this (0: no clipping)"), warmup=(_nonneg_int, "linear warm-up steps"),
+    schedule=(["cosine", "constant"], "learning rate after warm-up"), steps=(_pos, "optimizer steps in all"),
+    eval_every=(_pos, "steps between validations (and checkpoints)"), eval_tokens=(_nonneg_int, "validation tokens scored during training (0: all)"),
+    eval_stride=(_nonneg_int, "final evaluation: sliding-window stride (0: context // 2)"),
+    eval_streams=(_pos, "final evaluation: parallel streams for full context (1: the whole text as one stream)"),
+    log_every=(_pos, "steps between training-metric rows"), max_minutes=(_nonneg, "stop training after this many minutes, then evaluate (0: no limit)"),
+    seed=(lambda s: int(s), "seed of the initialisation, dropout and batch order"), amp=("bool", "bf16 autocast on a GPU"),
+    carry_state=("bool", "train on --batch-size contiguous streams, carrying every layer's state (detached) from step to step "
+                         "(truncated backprop through time; prepares a model for full-context evaluation; the softmax Transformer carries nothing; "
+                         "a data-parallel resume restarts the carried state from zero)"),
+)
+
+def _preset_vals(name):
+    return ", ".join(f"{p}: {make_lm_config(p).to_dict()[name]}" for p in LM_PRESETS)
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e11
+def _data_args(p):
+    g = p.add_argument_group("data (default: WikiText-103 from the Hugging Face hub)")
+    g.add_argument("--data-dir", default=None, help="a folder with wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (WikiText format, word level)")
+    g.add_argument("--train", default=None, help="training file (word level; overrides --data-dir's)")
+    g.add_argument("--valid", default=None, help="validation file (default: the last --valid-frac of the training file)")
+    g.add_argument("--test", default=None, help="test file (default: the validation split)")
+    g.add_argument("--text", default=None, help="any text file at character level: first 90%% train, last 10%% validation (and test)")
+    g.add_argument("--valid-frac", type=_frac, default=None, help="held-out validation fraction when there is no validation file [default 0.1]")
+    g.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
+    g.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
+                   help="--online: use the Hugging Face hub; --no-online: its local cache only (default: the hub if huggingface.co answers within 3 s)")
+
+def _run_args(p, threads_default="the preset's"):
+    r = p.add_argument_group("run")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (auto: a GPU if there is one)")
+    r.add_argument("--threads", type=_pos, default=None, help=f"torch CPU threads (default: {threads_default})")
+
+def _train_parser(sub):
+    "`rfwp train lm`: data, every `LM_OPTIONS` field, and the run options."
+    t = sub.add_parser("train", prog="rfwp train lm", formatter_class=_Fmt, help="train a language model", description=(
+        "Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text file at "
+        "character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
+        "Ctrl-C or SIGTERM write a checkpoint; continue with --resume. Data-parallel: torchrun --nproc_per_node N -m rfwp.cli train lm ..."))
+    t.add_argument("--preset", choices=list(LM_PRESETS), default="laptop", help=" ".join(f"{k.upper()}: {v.why}" for k, v in LM_PRESETS.items()).replace("%", "%%"))
+    _data_args(t)
+    g = t.add_argument_group("config (unset options take the preset's value)")
+    for name, (kind, help) in LM_OPTIONS.items():
+        opt, extra = "--" + name.replace("_", "-"), f" [{_preset_vals(name)}]"
+        if kind == "bool": g.add_argument(opt, action=argparse.BooleanOptionalAction, default=None, help=help + extra)
+        elif isinstance(kind, list): g.add_argument(opt, choices=kind, default=None, help=help + extra)
+        else: g.add_argument(opt, type=kind, default=None, metavar=name.upper(), help=help + extra)
+    r = t.add_argument_group("run")
+    r.add_argument("--run-dir", default=None, help="where the run's files go (default: runs/lm-<data>-<model>-<preset>)")
+    r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in LM_RESUMABLE)} may change)")
+    r.add_argument("--overwrite", action="store_true", help="start over: delete the run files in --run-dir first")
+    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (auto: a GPU if there is one)")
+    r.add_argument("--threads", type=_pos, default=None, help="torch CPU threads (default: the preset's, " + ", ".join(f"{k}: {v.threads or 'torch default'}" for k, v in LM_PRESETS.items()) + ")")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--stop-at", type=_pos, default=None, help="stop after this step as if interrupted (to try --resume)")
+    r.add_argument("--no-final-eval", action="store_true", help="skip the final sliding-window and full-context evaluation")
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e12
+def _eval_parser(sub):
+    "`rfwp eval lm`: a run's checkpoint, scored on splits in some modes."
+    e = sub.add_parser("eval", prog="rfwp eval lm", formatter_class=_Fmt, help="perplexity of a checkpoint", description=(
+        "Perplexity of a language-model checkpoint on the run's data: non-overlapping windows of the training context, a sliding "
+        "window, and full context (every layer's state carried across segments; for the softmax Transformer, whose context is its "
+        "window, full context is the sliding window)."))
+    e.add_argument("run_dir", help="a run folder written by `rfwp train lm` (or a checkpoint file)")
+    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
+    e.add_argument("--split", nargs="+", choices=list(SPLITS), default=["valid", "test"], help="splits to score")
+    e.add_argument("--mode", nargs="+", choices=["windows", "sliding", "full"], default=["sliding", "full"], help="how to score")
+    e.add_argument("--stride", type=_pos, default=None, help="sliding window stride (default: the run's --eval-stride, or context // 2)")
+    e.add_argument("--streams", type=_pos, default=None, help="full context: parallel streams (default: the run's --eval-streams; 1: one stream)")
+    e.add_argument("--max-tokens", type=_nonneg_int, default=0, help="score only the first N tokens of each split (0: all)")
+    e.add_argument("--batch-size", type=_pos, default=32, help="windows per forward pass")
+    e.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
+    e.add_argument("--online", action=argparse.BooleanOptionalAction, default=None, help="hub access for WikiText-103 (default: if reachable)")
+    _run_args(e, "torch's")
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+
+def _generate_parser(sub):
+    "`rfwp generate`: a run's checkpoint, a prompt and the sampling options."
+    s = sub.add_parser("generate", prog="rfwp generate", formatter_class=_Fmt, help="sample text from a checkpoint",
+                       description="Sample text from a language-model checkpoint (needs only the run folder: the vocabulary is in the checkpoint).")
+    s.add_argument("run_dir", help="a run folder written by `rfwp train lm` (or a checkpoint file)")
+    s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
+    s.add_argument("--prompt", default="", help="text to continue (words are split on spaces at word level; unknown words become <unk>; empty: start a new line)")
+    s.add_argument("--tokens", type=_pos, default=200, help="tokens to generate")
+    s.add_argument("--temperature", type=_nonneg, default=0.8, help="softmax temperature (0: greedy)")
+    s.add_argument("--top-k", type=_nonneg_int, default=0, help="sample among the k most likely tokens (0: all)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
+    _run_args(s, "torch's")
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e13
+def _bench_parsers(sub):
+    "`python -m rfwp.lm bench-char|bench-speed|bench-word`."
+    for name, help in (("bench-char", "benchmark 1: every model on tinyshakespeare, same small config"),
+                       ("bench-speed", "benchmark 2: training throughput of the paper's small WikiText-103 model"),
+                       ("bench-word", "benchmark 3: word level on the WikiText-2 pair, Delta Net vs Transformer")):
+        b = sub.add_parser(name, prog=f"python -m rfwp.lm {name}", formatter_class=_Fmt, help=help, description=help)
+        b.add_argument("--models", nargs="+", choices=list(LAYERS), default=list(BENCH_MODELS) if name != "bench-word" else ["transformer", "delta"], help="layer kinds")
+        b.add_argument("--threads", type=_pos, default=1, help="torch CPU threads")
+        if name == "bench-speed":
+            b.add_argument("--contexts", nargs="+", type=_pos, default=[256, 1024], help="context lengths")
+            b.add_argument("--tokens", type=_pos, default=2048, help="tokens per step (batch = tokens // context)")
+            b.add_argument("--repeats", type=_pos, default=3, help="timed steps after one warm-up (the fastest counts)")
+        else:
+            b.add_argument("--data", default="../shared/data", help="folder with tinyshakespeare.txt / wikitext-2.{valid,test}.tokens")
+            b.add_argument("--root", default=f"runs/{name}", help="one run folder per model (finished runs are reused, interrupted ones resumed)")
+            b.add_argument("--steps", type=_pos, default=2000 if name == "bench-char" else 800, help="training steps per model")
+            b.add_argument("--carry-state", action="store_true", help="train with the state carried across steps (see `rfwp train lm --help`)")
+            b.add_argument("--cache-dir", default="data/lm-cache", help="tokenised corpora")
+        b.add_argument("--out", default=None, help="also write the table (markdown) and rows (JSON) to OUT.md / OUT.json")
+
+def make_lm_parser() -> argparse.ArgumentParser:
+    "The parser of `python -m rfwp.lm` (and of `rfwp train lm`, `rfwp eval lm`, `rfwp generate`)."
+    p = argparse.ArgumentParser(prog="python -m rfwp.lm", description="Language modelling with fast weight programmers.", formatter_class=_Fmt)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,bench-char,bench-speed,bench-word}")
+    for add in (_train_parser, _eval_parser, _generate_parser, _bench_parsers): add(sub)
+    return p
+
+# %% ../nbs/08_language_modelling.ipynb #0083883a
+def _load_run(path, which="best") -> tuple[dict, SeqModel, Path]:
+    "A language-model checkpoint and its model; a one-line `CheckpointError` naming the file when there is none."
+    path = Path(path)
+    if path.is_dir(): path = path / f"{which}.pt"
+    ck = load_checkpoint(path)
+    if "vocab" not in ck: raise CheckpointError(f"{path}: not a language-model checkpoint (no vocabulary); use `rfwp eval RUN_DIR` for the other tasks")
+    if "positions" not in ck.get("model_config", {}):
+        raise CheckpointError(f"{path}: written by an older rfwp, whose language model (LMModel) is now a SeqModel with other weights; "
+                              "it cannot be loaded: train the model again")
+    try: mcfg = ModelConfig.from_dict(ck["model_config"])
+    except (TypeError, ValueError) as e: raise CheckpointError(f"{path}: its model config does not fit this rfwp's SeqModel ({e})") from None
+    model = SeqModel(mcfg)
+    load_weights(model, ck["model"], path)
+    return ck, model, path
+
+def cmd_train(a) -> int:
+    "`rfwp train lm`: build the config from the preset and the given options, train, print where the files went."
+    given = {k: getattr(a, k) for k in LM_OPTIONS if getattr(a, k) is not None}
+    given.update({k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
+                                    ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None})
+    cfg = make_lm_config(a.preset, **given)
+    src = Path(cfg.text).stem if cfg.text else (Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103")
+    run_dir = a.run_dir or f"runs/lm-{src}-{cfg.model}-{a.preset}"
+    r = train_lm(cfg, run_dir, a.cache_dir, a.resume, a.overwrite, a.device, a.threads or LM_PRESETS[a.preset].threads,
+                 not a.no_progress, a.stop_at, not a.no_final_eval, a.online)
+    return 128 + r["signal"] if r.get("signal") else 0
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e14
+def cmd_eval(a) -> int:
+    "`rfwp eval lm`: load a run's checkpoint and print (and optionally save) its loss and perplexity per evaluation mode."
+    if a.threads: torch.set_num_threads(a.threads)
+    ck, model, path = _load_run(a.run_dir, a.checkpoint)
+    cfg = LMTrainConfig.from_dict(ck["config"])
+    dd = setup_dist(a.device); model.to(dd.device)
+    data = load_lm_data(cfg.files(), a.cache_dir, cfg.valid_frac, a.online, lambda *x: print(*x, file=sys.stderr))
+    if data.vocab != ck["vocab"]: raise CheckpointError(f"{path}: the corpus's vocabulary differs from the checkpoint's (were the data files changed?)")
+    stride, streams = a.stride or cfg.eval_stride or max(1, cfg.context // 2), a.streams or cfg.eval_streams
+    amp = cfg.amp and dd.device.type == "cuda"
+    res = dict(checkpoint=str(path), step=ck["step"], context=cfg.context, stride=stride, streams=streams)
+    for split in a.split:
+        if split == "test" and "valid" in a.split and data.splits["test"] is data.splits["valid"]:
+            res["test"] = "same as valid"
+            if not a.json and dd.main: print("test  = valid (a --text corpus has no separate test split)")
+            continue
+        for mode in a.mode:
+            ids = data.splits[split]
+            if mode == "full" and not model.carries_state: r = {**eval_sliding(model, ids, cfg.context, stride, a.batch_size, a.max_tokens, dd, amp), "note": "softmax Transformer: full context = sliding window"}
+            elif mode == "full": r = eval_full(model, ids, cfg.context, streams, a.max_tokens, dd, amp)
+            else: r = eval_sliding(model, ids, cfg.context, cfg.context if mode == "windows" else stride, a.batch_size, a.max_tokens, dd, amp)
+            res[f"{split}_{mode}"] = r
+            if not a.json and dd.main:
+                unit = "nats/char" if data.level == "char" else "nats/word"
+                print(f"{split:5s} {mode:8s} loss {r['loss']:.4f} {unit}  perplexity {r['ppl']:.2f}  ({r['tokens']:,} tokens{'; ' + r['note'] if 'note' in r else ''})")
+    if a.json and dd.main: print(json.dumps(res))
+    if dd.world > 1: dist.destroy_process_group()
+    return 0
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e15
+def cmd_generate(a) -> int:
+    "`rfwp generate`: load a run's checkpoint and print text sampled from a prompt."
+    if a.threads: torch.set_num_threads(a.threads)
+    ck, model, _ = _load_run(a.run_dir, a.checkpoint)
+    dd = setup_dist(a.device); model.to(dd.device)
+    cfg = LMTrainConfig.from_dict(ck["config"])
+    prompt = encode_prompt(a.prompt, ck["vocab"], ck["level"])
+    new = generate(model, prompt, a.tokens, a.temperature, a.top_k, cfg.context, torch.Generator().manual_seed(a.seed))
+    data = LMData(ck["vocab"], ck["level"], {})
+    sep = "" if ck["level"] == "char" or not a.prompt else " "
+    print(a.prompt + sep + data.decode(new))
+    return 0
+
+def cmd_bench(a) -> int:
+    "`python -m rfwp.lm bench-char|bench-speed|bench-word`: run one of the language-model benchmarks and print its table."
+    rows = []
+    if a.command == "bench-char":
+        rows = bench_char(Path(a.data) / "tinyshakespeare.txt", a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
+        table = char_table(rows)
+    elif a.command == "bench-speed":
+        rows = bench_speed(a.models, tuple(a.contexts), a.tokens, a.repeats, threads=a.threads)
+        table = speed_table(rows, tuple(a.contexts))
+    else:
+        rows = bench_word(Path(a.data) / "wikitext-2.valid.tokens", Path(a.data) / "wikitext-2.test.tokens", a.root, a.models, a.threads, a.cache_dir,
+                          steps=a.steps, carry_state=a.carry_state)
+        table = "\n".join(["| model | params | steps | valid ppl | test ppl (windows) | test ppl (sliding) | test ppl (full context) | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                          + [f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['valid_ppl']} | {r['test_ppl_windows']} | {r['test_ppl_sliding']} | "
+                             f"{'= sliding' if r['model'] == 'transformer' else r['test_ppl_full']} | {r['tokens_per_s']:,} |" for r in rows])
+    print(table)
+    if a.out:
+        Path(a.out + ".md").write_text(table + "\n"); Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+# %% ../nbs/08_language_modelling.ipynb #5a1c0e16
+def main(argv:list[str]|None=None) -> int:
+    "`python -m rfwp.lm ...`; `rfwp train lm`, `rfwp eval lm` and `rfwp generate` call it with ['train'|'eval'|'generate', ...]."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = make_lm_parser()
+    a = p.parse_args(argv)
+    name = {"train": "rfwp train lm", "eval": "rfwp eval lm", "generate": "rfwp generate"}.get(a.command, f"python -m rfwp.lm {a.command}")
+    try: return {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}.get(a.command, cmd_bench)(a)
+    except (CheckpointError, DataError, ValueError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr); return 130
+
+# %% ../nbs/08_language_modelling.ipynb #8fb3d4ac
+if __name__ == "__main__": sys.exit(main())
 
 # %% ../nbs/08_language_modelling.ipynb #c86a9575
 BENCH_MODELS = ("transformer", "linear", "delta", "delta_rnn", "delta_lstm", "rdn")
@@ -782,7 +995,7 @@ def bench_speed(models=BENCH_MODELS, # layer kinds
     rows = []
     for m in models:
         torch.manual_seed(0)
-        model = LMModel(make_lm_config("paper", model=m, context=max(contexts), **overrides).model_config(vocab))
+        model = SeqModel(make_lm_config("paper", model=m, context=max(contexts), **overrides).model_config(vocab))
         row = dict(model=m, params=model.num_params())
         for L in contexts:
             B = max(1, tokens // L)
@@ -791,7 +1004,7 @@ def bench_speed(models=BENCH_MODELS, # layer kinds
             for _ in range(repeats + 1):
                 model.zero_grad(set_to_none=True)
                 t0 = time.time()
-                nll, _ = model(x[:, :-1], x[:, 1:]); nll.mean().backward()
+                nll, _ = model(x[:, :-1], targets=x[:, 1:]); nll.mean().backward()
                 ts.append(time.time() - t0)
             model.zero_grad(set_to_none=True)
             row[f"tok_s_{L}"] = round(B * L / min(ts[1:]))
@@ -836,253 +1049,3 @@ def bench_word(train_file, # the training text (WikiText-2 valid); its last 10% 
                    test_ppl_full=round(r["test"]["full"]["ppl"], 1), tokens_per_s=r["tokens_per_s"])
         rows.append(row); log(json.dumps(row))
     return rows
-
-# %% ../nbs/08_language_modelling.ipynb #900c4d84
-class _Fmt(argparse.ArgumentDefaultsHelpFormatter):
-    "Show defaults, except unset (None) and flag ones."
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False or action.default == "" or action.default == argparse.SUPPRESS: return action.help
-        return super()._get_help_string(action)
-
-def _pos(s):
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-def _nonneg(s):
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
-    if not v >= 0: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-def _nonneg_int(s):
-    v = _nonneg(s)
-    if v != int(v): raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return int(v)
-
-def _frac(s):
-    v = _nonneg(s)
-    if v >= 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
-    return v
-
-def _cutoffs(s):
-    try: v = tuple(int(x) for x in s.split(","))
-    except ValueError: raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 20000,40000,200000, got {s!r}") from None
-    return v
-
-# LMTrainConfig field -> (type or choices, help); data fields have their own options
-LM_OPTIONS = dict(
-    model=(list(LAYERS), "the layer kind of every block"), n_layers=(_pos, "number of blocks"), d_model=(_pos, "residual width"),
-    n_heads=(_pos, "heads per block (must divide --d-model)"), ff_dim=(_pos, "feedforward width"), dropout=(_frac, "dropout rate"),
-    head=(["auto", "softmax", "adaptive"], "output layer: tied softmax, adaptive softmax, or auto (adaptive when the vocabulary exceeds the first cut-off)"),
-    cutoffs=(_cutoffs, "adaptive softmax cut-offs, comma-separated (those >= the vocabulary size are dropped)"),
-    scale_heads=("bool", "scale head outputs by 1/sqrt(head dim) before the output projection (official LM code)"),
-    impl=(["auto", "naive", "torch", "triton"], "op implementation"),
-    context=(_pos, "tokens per training window (and evaluation segment)"), batch_size=(_pos, "windows per step, over all processes"),
-    optimizer=(["adam", "adamw"], "adam, or adamw (weight decay on matrices and embeddings only)"), lr=(_nonneg, "peak learning rate"),
-    min_lr=(_nonneg, "learning rate at the end of the cosine"), beta1=(_frac, "Adam beta1"), beta2=(_frac, "Adam beta2"), eps=(_nonneg, "Adam epsilon"),
-    weight_decay=(_nonneg, "weight decay"), clip=(_nonneg, "clip the gradient norm to this (0: no clipping)"), warmup=(_nonneg_int, "linear warm-up steps"),
-    schedule=(["cosine", "constant"], "learning rate after warm-up"), steps=(_pos, "optimizer steps in all"),
-    eval_every=(_pos, "steps between validations (and checkpoints)"), eval_tokens=(_nonneg_int, "validation tokens scored during training (0: all)"),
-    eval_stride=(_nonneg_int, "final evaluation: sliding-window stride (0: context // 2)"),
-    eval_streams=(_pos, "final evaluation: parallel streams for full context (1: the whole text as one stream)"),
-    log_every=(_pos, "steps between training-metric rows"), max_minutes=(_nonneg, "stop training after this many minutes, then evaluate (0: no limit)"),
-    seed=(lambda s: int(s), "seed of the initialisation, dropout and batch order"), amp=("bool", "bf16 autocast on a GPU"),
-    carry_state=("bool", "train on --batch-size contiguous streams, carrying every layer's state (detached) from step to step "
-                         "(truncated backprop through time; prepares a model for full-context evaluation; the softmax Transformer carries nothing; "
-                         "a data-parallel resume restarts the carried state from zero)"),
-)
-
-def _preset_vals(name):
-    return ", ".join(f"{p}: {make_lm_config(p).to_dict()[name]}" for p in LM_PRESETS)
-
-def _data_args(p):
-    g = p.add_argument_group("data (default: WikiText-103 from the Hugging Face hub)")
-    g.add_argument("--data-dir", default=None, help="a folder with wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (WikiText format, word level)")
-    g.add_argument("--train", default=None, help="training file (word level; overrides --data-dir's)")
-    g.add_argument("--valid", default=None, help="validation file (default: the last --valid-frac of the training file)")
-    g.add_argument("--test", default=None, help="test file (default: the validation split)")
-    g.add_argument("--text", default=None, help="any text file at character level: first 90%% train, last 10%% validation (and test)")
-    g.add_argument("--valid-frac", type=_frac, default=None, help="held-out validation fraction when there is no validation file [default 0.1]")
-    g.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
-    g.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
-                   help="--online: use the Hugging Face hub; --no-online: its local cache only (default: the hub if huggingface.co answers within 3 s)")
-
-def _run_args(p, threads_default="the preset's"):
-    r = p.add_argument_group("run")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to run (auto: a GPU if there is one)")
-    r.add_argument("--threads", type=_pos, default=None, help=f"torch CPU threads (default: {threads_default})")
-
-def make_lm_parser() -> argparse.ArgumentParser:
-    "The parser of `python -m rfwp.lm` (and of `rfwp train lm`, `rfwp eval lm`, `rfwp generate`)."
-    p = argparse.ArgumentParser(prog="python -m rfwp.lm", description="Language modelling with fast weight programmers.", formatter_class=_Fmt)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,bench-char,bench-speed,bench-word}")
-    t = sub.add_parser("train", prog="rfwp train lm", formatter_class=_Fmt, help="train a language model", description=(
-        "Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text file at "
-        "character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
-        "Ctrl-C or SIGTERM write a checkpoint; continue with --resume. Data-parallel: torchrun --nproc_per_node N -m rfwp.cli train lm ..."))
-    t.add_argument("--preset", choices=list(LM_PRESETS), default="laptop", help=" ".join(f"{k.upper()}: {v.why}" for k, v in LM_PRESETS.items()).replace("%", "%%"))
-    _data_args(t)
-    g = t.add_argument_group("config (unset options take the preset's value)")
-    for name, (kind, help) in LM_OPTIONS.items():
-        opt, extra = "--" + name.replace("_", "-"), f" [{_preset_vals(name)}]"
-        if kind == "bool": g.add_argument(opt, action=argparse.BooleanOptionalAction, default=None, help=help + extra)
-        elif isinstance(kind, list): g.add_argument(opt, choices=kind, default=None, help=help + extra)
-        else: g.add_argument(opt, type=kind, default=None, metavar=name.upper(), help=help + extra)
-    r = t.add_argument_group("run")
-    r.add_argument("--run-dir", default=None, help="where the run's files go (default: runs/lm-<data>-<model>-<preset>)")
-    r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in LM_RESUMABLE)} may change)")
-    r.add_argument("--overwrite", action="store_true", help="start over: delete the run files in --run-dir first")
-    r.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (auto: a GPU if there is one)")
-    r.add_argument("--threads", type=_pos, default=None, help="torch CPU threads (default: the preset's, " + ", ".join(f"{k}: {v.threads or 'torch default'}" for k, v in LM_PRESETS.items()) + ")")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--stop-at", type=_pos, default=None, help="stop after this step as if interrupted (to try --resume)")
-    r.add_argument("--no-final-eval", action="store_true", help="skip the final sliding-window and full-context evaluation")
-
-    e = sub.add_parser("eval", prog="rfwp eval lm", formatter_class=_Fmt, help="perplexity of a checkpoint", description=(
-        "Perplexity of a language-model checkpoint on the run's data: non-overlapping windows of the training context, a sliding "
-        "window, and full context (every layer's state carried across segments; for the softmax Transformer, whose context is its "
-        "window, full context is the sliding window)."))
-    e.add_argument("run_dir", help="a run folder written by `rfwp train lm` (or a checkpoint file)")
-    e.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
-    e.add_argument("--split", nargs="+", choices=list(SPLITS), default=["valid", "test"], help="splits to score")
-    e.add_argument("--mode", nargs="+", choices=["windows", "sliding", "full"], default=["sliding", "full"], help="how to score")
-    e.add_argument("--stride", type=_pos, default=None, help="sliding window stride (default: the run's --eval-stride, or context // 2)")
-    e.add_argument("--streams", type=_pos, default=None, help="full context: parallel streams (default: the run's --eval-streams; 1: one stream)")
-    e.add_argument("--max-tokens", type=_nonneg_int, default=0, help="score only the first N tokens of each split (0: all)")
-    e.add_argument("--batch-size", type=_pos, default=32, help="windows per forward pass")
-    e.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
-    e.add_argument("--online", action=argparse.BooleanOptionalAction, default=None, help="hub access for WikiText-103 (default: if reachable)")
-    _run_args(e, "torch's")
-    e.add_argument("--json", action="store_true", help="print the results as JSON")
-
-    s = sub.add_parser("generate", prog="rfwp generate", formatter_class=_Fmt, help="sample text from a checkpoint",
-                       description="Sample text from a language-model checkpoint (needs only the run folder: the vocabulary is in the checkpoint).")
-    s.add_argument("run_dir", help="a run folder written by `rfwp train lm` (or a checkpoint file)")
-    s.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
-    s.add_argument("--prompt", default="", help="text to continue (words are split on spaces at word level; unknown words become <unk>; empty: start a new line)")
-    s.add_argument("--tokens", type=_pos, default=200, help="tokens to generate")
-    s.add_argument("--temperature", type=_nonneg, default=0.8, help="softmax temperature (0: greedy)")
-    s.add_argument("--top-k", type=_nonneg_int, default=0, help="sample among the k most likely tokens (0: all)")
-    s.add_argument("--seed", type=int, default=0, help="sampling seed")
-    _run_args(s, "torch's")
-
-    for name, help in (("bench-char", "benchmark 1: every model on tinyshakespeare, same small config"),
-                       ("bench-speed", "benchmark 2: training throughput of the paper's small WikiText-103 model"),
-                       ("bench-word", "benchmark 3: word level on the WikiText-2 pair, Delta Net vs Transformer")):
-        b = sub.add_parser(name, prog=f"python -m rfwp.lm {name}", formatter_class=_Fmt, help=help, description=help)
-        b.add_argument("--models", nargs="+", choices=list(LAYERS), default=list(BENCH_MODELS) if name != "bench-word" else ["transformer", "delta"], help="layer kinds")
-        b.add_argument("--threads", type=_pos, default=1, help="torch CPU threads")
-        if name == "bench-speed":
-            b.add_argument("--contexts", nargs="+", type=_pos, default=[256, 1024], help="context lengths")
-            b.add_argument("--tokens", type=_pos, default=2048, help="tokens per step (batch = tokens // context)")
-            b.add_argument("--repeats", type=_pos, default=3, help="timed steps after one warm-up (the fastest counts)")
-        else:
-            b.add_argument("--data", default="../shared/data", help="folder with tinyshakespeare.txt / wikitext-2.{valid,test}.tokens")
-            b.add_argument("--root", default=f"runs/{name}", help="one run folder per model (finished runs are reused, interrupted ones resumed)")
-            b.add_argument("--steps", type=_pos, default=2000 if name == "bench-char" else 800, help="training steps per model")
-            b.add_argument("--carry-state", action="store_true", help="train with the state carried across steps (see `rfwp train lm --help`)")
-            b.add_argument("--cache-dir", default="data/lm-cache", help="tokenised corpora")
-        b.add_argument("--out", default=None, help="also write the table (markdown) and rows (JSON) to OUT.md / OUT.json")
-    return p
-
-# %% ../nbs/08_language_modelling.ipynb #0083883a
-def _load_run(path, which="best") -> tuple[dict, LMModel, Path]:
-    "A checkpoint and its model."
-    path = Path(path)
-    if path.is_dir(): path = path / f"{which}.pt"
-    ck = load_checkpoint(path)
-    if "vocab" not in ck: raise CheckpointError(f"{path}: not a language-model checkpoint (no vocabulary); use `rfwp eval RUN_DIR` for the other tasks")
-    model = LMModel(LMModelConfig.from_dict(ck["model_config"]))
-    model.load_state_dict(ck["model"])
-    return ck, model, path
-
-def cmd_train(a) -> int:
-    "`rfwp train lm`: build the config from the preset and the given options, train, print where the files went."
-    given = {k: getattr(a, k) for k in LM_OPTIONS if getattr(a, k) is not None}
-    given.update({k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
-                                    ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None})
-    cfg = make_lm_config(a.preset, **given)
-    src = Path(cfg.text).stem if cfg.text else (Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103")
-    run_dir = a.run_dir or f"runs/lm-{src}-{cfg.model}-{a.preset}"
-    r = train_lm(cfg, run_dir, a.cache_dir, a.resume, a.overwrite, a.device, a.threads or LM_PRESETS[a.preset].threads,
-                 not a.no_progress, a.stop_at, not a.no_final_eval, a.online)
-    return 128 + r["signal"] if r.get("signal") else 0
-
-def cmd_eval(a) -> int:
-    "`rfwp eval lm`: load a run's checkpoint and print (and optionally save) its loss and perplexity per evaluation mode."
-    if a.threads: torch.set_num_threads(a.threads)
-    ck, model, path = _load_run(a.run_dir, a.checkpoint)
-    cfg = LMTrainConfig.from_dict(ck["config"])
-    dd = setup_dist(a.device); model.to(dd.device)
-    data = load_lm_data(cfg.files(), a.cache_dir, cfg.valid_frac, a.online, lambda *x: print(*x, file=sys.stderr))
-    if data.vocab != ck["vocab"]: raise CheckpointError(f"{path}: the corpus's vocabulary differs from the checkpoint's (were the data files changed?)")
-    stride, streams = a.stride or cfg.eval_stride or max(1, cfg.context // 2), a.streams or cfg.eval_streams
-    amp = cfg.amp and dd.device.type == "cuda"
-    res = dict(checkpoint=str(path), step=ck["step"], context=cfg.context, stride=stride, streams=streams)
-    for split in a.split:
-        if split == "test" and "valid" in a.split and data.splits["test"] is data.splits["valid"]:
-            res["test"] = "same as valid"
-            if not a.json and dd.main: print("test  = valid (a --text corpus has no separate test split)")
-            continue
-        for mode in a.mode:
-            ids = data.splits[split]
-            if mode == "full" and not model.carries_state: r = {**eval_sliding(model, ids, cfg.context, stride, a.batch_size, a.max_tokens, dd, amp), "note": "softmax Transformer: full context = sliding window"}
-            elif mode == "full": r = eval_full(model, ids, cfg.context, streams, a.max_tokens, dd, amp)
-            else: r = eval_sliding(model, ids, cfg.context, cfg.context if mode == "windows" else stride, a.batch_size, a.max_tokens, dd, amp)
-            res[f"{split}_{mode}"] = r
-            if not a.json and dd.main:
-                unit = "nats/char" if data.level == "char" else "nats/word"
-                print(f"{split:5s} {mode:8s} loss {r['loss']:.4f} {unit}  perplexity {r['ppl']:.2f}  ({r['tokens']:,} tokens{'; ' + r['note'] if 'note' in r else ''})")
-    if a.json and dd.main: print(json.dumps(res))
-    if dd.world > 1: dist.destroy_process_group()
-    return 0
-
-def cmd_generate(a) -> int:
-    "`rfwp generate`: load a run's checkpoint and print text sampled from a prompt."
-    if a.threads: torch.set_num_threads(a.threads)
-    ck, model, _ = _load_run(a.run_dir, a.checkpoint)
-    dd = setup_dist(a.device); model.to(dd.device)
-    cfg = LMTrainConfig.from_dict(ck["config"])
-    prompt = encode_prompt(a.prompt, ck["vocab"], ck["level"])
-    new = generate(model, prompt, a.tokens, a.temperature, a.top_k, cfg.context, torch.Generator().manual_seed(a.seed))
-    data = LMData(ck["vocab"], ck["level"], {})
-    sep = "" if ck["level"] == "char" or not a.prompt else " "
-    print(a.prompt + sep + data.decode(new))
-    return 0
-
-def cmd_bench(a) -> int:
-    "`python -m rfwp.lm bench-char|bench-speed|bench-word`: run one of the language-model benchmarks and print its table."
-    rows = []
-    if a.command == "bench-char":
-        rows = bench_char(Path(a.data) / "tinyshakespeare.txt", a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
-        table = char_table(rows)
-    elif a.command == "bench-speed":
-        rows = bench_speed(a.models, tuple(a.contexts), a.tokens, a.repeats, threads=a.threads)
-        table = speed_table(rows, tuple(a.contexts))
-    else:
-        rows = bench_word(Path(a.data) / "wikitext-2.valid.tokens", Path(a.data) / "wikitext-2.test.tokens", a.root, a.models, a.threads, a.cache_dir,
-                          steps=a.steps, carry_state=a.carry_state)
-        table = "\n".join(["| model | params | steps | valid ppl | test ppl (windows) | test ppl (sliding) | test ppl (full context) | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-                          + [f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['valid_ppl']} | {r['test_ppl_windows']} | {r['test_ppl_sliding']} | "
-                             f"{'= sliding' if r['model'] == 'transformer' else r['test_ppl_full']} | {r['tokens_per_s']:,} |" for r in rows])
-    print(table)
-    if a.out:
-        Path(a.out + ".md").write_text(table + "\n"); Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
-    return 0
-
-def main(argv:list[str]|None=None) -> int:
-    "`python -m rfwp.lm ...`; `rfwp train lm`, `rfwp eval lm` and `rfwp generate` call it with ['train'|'eval'|'generate', ...]."
-    argv = sys.argv[1:] if argv is None else list(argv)
-    p = make_lm_parser()
-    a = p.parse_args(argv)
-    name = {"train": "rfwp train lm", "eval": "rfwp eval lm", "generate": "rfwp generate"}.get(a.command, f"python -m rfwp.lm {a.command}")
-    try: return {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}.get(a.command, cmd_bench)(a)
-    except (CheckpointError, DataError, ValueError) as e:
-        print(f"{name}: error: {e}", file=sys.stderr); return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr); return 130
-
-# %% ../nbs/08_language_modelling.ipynb #8fb3d4ac
-if __name__ == "__main__": sys.exit(main())

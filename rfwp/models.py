@@ -1,4 +1,4 @@
-"""`SeqModel`: token embedding, a stack of fast weight programmer blocks, a final LayerNorm and a linear head, with a config that checkpoints store.
+"""`SeqModel`: token embedding, a stack of fast weight programmer blocks, a final LayerNorm and an output head (linear, tied to the embedding, or an adaptive softmax), with a config that checkpoints store.
 
 Docs: https://rfwp.github.io/rfwp/models.html.md"""
 
@@ -8,14 +8,19 @@ Docs: https://rfwp.github.io/rfwp/models.html.md"""
 from __future__ import annotations
 import math
 from dataclasses import dataclass, asdict, fields
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from .layers import LAYERS, LayerConfig, make_layer, detach_state, reset_state
+from fastcore.basics import patch
+from .layers import LAYERS, LayerConfig
+from .utils import upcast
 
 # %% auto #0
-__all__ = ['ModelConfig', 'SinusoidalPE', 'count_params', 'SeqModel']
+__all__ = ['HEADS', 'POSITIONS', 'ModelConfig', 'SinusoidalPE', 'LearnedPE', 'count_params', 'make_head', 'SeqModel']
 
 # %% ../nbs/06b_models.ipynb #aa9c3bcc
+HEADS = ("linear", "tied", "adaptive", "auto")              # `ModelConfig.head`
+POSITIONS = ("auto", "sinusoidal", "learned", "none")       # `ModelConfig.positions`
+
 @dataclass
 class ModelConfig:
     "The arguments of a `SeqModel`; `to_dict()` goes into checkpoints, `from_dict()` rebuilds it."
@@ -29,8 +34,13 @@ class ModelConfig:
     n_out: int|None = None      # output classes per position; None means vocab_size (a language model)
     fast_depth: int = 1         # delta_mlp only: fast blocks in the fast net
     scale_heads: bool = False   # 1/√D on head outputs, as the official LM code does
-    tie_embeddings: bool = False  # share the input embedding and the head weight (needs n_out == vocab_size)
-    max_len: int = 8192         # longest sequence the Transformer's sinusoidal table covers (with its KV cache)
+    head: str = "linear"        # output layer: "linear" (W h + b), "tied" (E h + b, E the input embedding), "adaptive" (adaptive softmax), "auto" (adaptive if a cut-off is below vocab_size, else tied)
+    cutoffs: tuple = (20000, 40000, 200000)  # adaptive softmax cluster boundaries (the paper's); those >= vocab_size are dropped
+    div_value: float = 4.0      # adaptive softmax: each tail cluster's projection is this much narrower
+    positions: str = "auto"     # "auto" (sinusoidal for the Transformer, none otherwise), "sinusoidal", "learned" or "none"
+    embed_std: float|None = None  # initial embedding N(0, std²); None keeps PyTorch's N(0, 1)
+    embed_dropout: float = 0.0  # dropout on the token embeddings
+    max_len: int = 8192         # positions the sinusoidal or learned table covers (for the Transformer with its KV cache)
     impl: str = "auto"          # op implementation: "naive", "torch", "triton" or "auto"
 
     def __post_init__(self):
@@ -40,28 +50,78 @@ class ModelConfig:
         for name in ("n_layers", "n_out", "max_len"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1: raise ValueError(f"ModelConfig: {name} must be a positive int, got {v!r}")
-        if self.tie_embeddings and self.n_out != self.vocab_size:
-            raise ValueError(f"ModelConfig: tie_embeddings needs n_out == vocab_size, got n_out={self.n_out}, vocab_size={self.vocab_size}")
+        if self.head not in HEADS: raise ValueError(f"ModelConfig: head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.positions not in POSITIONS: raise ValueError(f"ModelConfig: positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
+        self.cutoffs = tuple(int(c) for c in self.cutoffs)
+        if list(self.cutoffs) != sorted(set(self.cutoffs)) or any(c < 1 for c in self.cutoffs):
+            raise ValueError(f"ModelConfig: cutoffs must be increasing positive ints, got {self.cutoffs}")
+        if self.head != "linear" and self.n_out != self.vocab_size:
+            raise ValueError(f"ModelConfig: head={self.head!r} needs n_out == vocab_size, got n_out={self.n_out}, vocab_size={self.vocab_size}")
+        if self.head == "adaptive" and not self.used_cutoffs():
+            raise ValueError(f"ModelConfig: head 'adaptive' needs a cut-off below vocab_size={self.vocab_size}, got cutoffs {self.cutoffs}")
+        if self.embed_std is not None and not self.embed_std > 0: raise ValueError(f"ModelConfig: embed_std must be None or > 0, got {self.embed_std!r}")
+        if not 0 <= self.embed_dropout < 1: raise ValueError(f"ModelConfig: embed_dropout must be in [0, 1), got {self.embed_dropout!r}")
         self.layer_config()                                             # validates kind, d_model % n_heads, ...
 
-    def layer_config(self) -> LayerConfig:
-        "The configuration shared by every block."
-        return LayerConfig(self.kind, self.d_model, self.n_heads, ff_dim=self.ff_dim, dropout=self.dropout,
-                           fast_depth=self.fast_depth, scale_heads=self.scale_heads, impl=self.impl)
+# %% ../nbs/06b_models.ipynb #b7c1e2a0
+@patch
+def layer_config(self:ModelConfig) -> LayerConfig:
+    "The configuration shared by every block."
+    return LayerConfig(self.kind, self.d_model, self.n_heads, ff_dim=self.ff_dim, dropout=self.dropout,
+                       fast_depth=self.fast_depth, scale_heads=self.scale_heads, impl=self.impl)
 
-    def to_dict(self) -> dict:
-        "A plain dict of the fields (for checkpoints and JSON)."
-        return asdict(self)
+@patch
+def used_cutoffs(self:ModelConfig) -> list[int]:
+    "The adaptive softmax's cut-offs: those below the vocabulary size."
+    return [c for c in self.cutoffs if c < self.vocab_size]
 
-    @classmethod
-    def from_dict(cls, d:dict, # as written by `to_dict`
-                 ) -> ModelConfig:
-        "Rebuild a config from `to_dict()` output; unknown keys raise."
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown: raise ValueError(f"ModelConfig.from_dict: unknown keys {sorted(unknown)}")
-        return cls(**d)
+@patch
+def resolved_head(self:ModelConfig) -> str:
+    "The output layer, with 'auto' resolved: 'linear', 'tied' or 'adaptive'."
+    if self.head != "auto": return self.head
+    return "adaptive" if self.used_cutoffs() else "tied"
+
+@patch
+def adaptive(self:ModelConfig) -> bool:
+    "Whether the output layer is an adaptive softmax."
+    return self.resolved_head() == "adaptive"
+
+@patch
+def resolved_positions(self:ModelConfig) -> str:
+    "The positional encoding, with 'auto' resolved: 'sinusoidal' for the Transformer, 'none' for every other kind."
+    if self.positions != "auto": return self.positions
+    return "sinusoidal" if self.kind == "transformer" else "none"
+
+@patch
+def to_dict(self:ModelConfig) -> dict:
+    "A plain dict of the fields (for checkpoints and JSON)."
+    return {**asdict(self), "cutoffs": list(self.cutoffs)}
+
+@patch(cls_method=True)
+def from_dict(cls:ModelConfig, d:dict, # as written by `to_dict`
+             ) -> ModelConfig:
+    "Rebuild a config from `to_dict()` output; unknown keys raise. The `tie_embeddings` flag of older checkpoints becomes `head`."
+    d = dict(d)
+    if "tie_embeddings" in d and "head" not in d: d["head"] = "tied" if d.pop("tie_embeddings") else "linear"
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown: raise ValueError(f"ModelConfig.from_dict: unknown keys {sorted(unknown)}")
+    return cls(**d)
 
 # %% ../nbs/06b_models.ipynb #544c6d44
+def _add_positions(x:Tensor, # (B, T, d_model)
+                   table:Tensor, # (max_len, d_model)
+                   offset:int|Tensor, # position of x[:, 0]: one int, or one per batch element (B,)
+                   who:str, # for the message
+                  ) -> Tensor:
+    "x + table[offset:offset + T]; positions beyond the table raise."
+    T = x.shape[1]
+    last = (offset if isinstance(offset, int) else int(offset.max())) + T
+    if last > table.shape[0]:
+        raise ValueError(f"{who}: positions up to {last} requested but max_len={table.shape[0]}; raise ModelConfig.max_len")
+    if isinstance(offset, int): return x + table[offset:offset + T].to(x.dtype)
+    idx = offset[:, None] + torch.arange(T, device=x.device)                  # (B, T)
+    return x + table[idx].to(x.dtype)
+
 class SinusoidalPE(nn.Module):
     "Fixed sinusoidal positional encoding, added from position `offset` on."
     def __init__(self, d_model:int, # embedding width
@@ -77,50 +137,123 @@ class SinusoidalPE(nn.Module):
     def forward(self, x:Tensor, # (B, T, d_model)
                 offset:int|Tensor=0, # position of x[:, 0]: one int, or one per batch element (B,)
                ) -> Tensor:
-        T = x.shape[1]
-        last = (offset if isinstance(offset, int) else int(offset.max())) + T
-        if last > self.pe.shape[0]:
-            raise ValueError(f"SinusoidalPE: positions up to {last} requested but max_len={self.pe.shape[0]}; raise ModelConfig.max_len")
-        if isinstance(offset, int): return x + self.pe[offset:offset + T].to(x.dtype)
-        idx = offset[:, None] + torch.arange(T, device=x.device)                  # (B, T)
-        return x + self.pe[idx].to(x.dtype)
+        return _add_positions(x, self.pe, offset, "SinusoidalPE")
 
-# %% ../nbs/06b_models.ipynb #fa87a796
+class LearnedPE(nn.Embedding):
+    "Learned absolute positions (as in GPT-2), initialised N(0, 0.02²), added from position `offset` on."
+    def __init__(self, d_model:int, # embedding width
+                 max_len:int, # number of positions in the table
+                ):
+        super().__init__(max_len, d_model)
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x:Tensor, # (B, T, d_model)
+                offset:int|Tensor=0, # position of x[:, 0]: one int, or one per batch element (B,)
+               ) -> Tensor:
+        return _add_positions(x, self.weight, offset, "LearnedPE")
+
+# %% ../nbs/06b_models.ipynb #d7e8f9a0
 def count_params(m:nn.Module, # any module
                 ) -> int:
     "Number of trainable parameters (shared ones counted once)."
     return sum(p.numel() for p in m.parameters() if p.requires_grad)
 
+def make_head(cfg:ModelConfig, # the model's arguments
+              embed:nn.Embedding, # the input embedding (shared by a tied head)
+             ) -> nn.Module:
+    "The output layer `cfg.resolved_head()`: `nn.Linear`, a `nn.Linear` sharing `embed`'s weight, or `nn.AdaptiveLogSoftmaxWithLoss`."
+    head = cfg.resolved_head()
+    if head == "adaptive": return nn.AdaptiveLogSoftmaxWithLoss(cfg.d_model, cfg.vocab_size, cfg.used_cutoffs(), div_value=cfg.div_value)
+    if head == "linear": return nn.Linear(cfg.d_model, cfg.n_out)
+    out = nn.utils.skip_init(nn.Linear, cfg.d_model, cfg.vocab_size)  # tied: E h + b, no weight of its own (nothing drawn) ...
+    out.weight = embed.weight
+    nn.init.zeros_(out.bias)                                            # ... and a bias that starts at zero
+    return out
+
+# %% ../nbs/06b_models.ipynb #fa87a796
 class SeqModel(nn.Module):
-    "Token embedding -> `n_layers` blocks -> LayerNorm -> linear head, with a state per block."
+    "Token embedding -> `n_layers` blocks -> LayerNorm -> output head (linear, tied or adaptive softmax), with a state per block."
     def __init__(self, cfg:ModelConfig, # the model's arguments
                 ):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.pos = SinusoidalPE(cfg.d_model, cfg.max_len) if cfg.kind == "transformer" else None
+        if cfg.embed_std is not None: nn.init.normal_(self.embed.weight, std=cfg.embed_std)
+        self.embed_drop = nn.Dropout(cfg.embed_dropout) if cfg.embed_dropout else None
+        pe = {"sinusoidal": SinusoidalPE, "learned": LearnedPE}.get(cfg.resolved_positions())
+        self.pos = pe(cfg.d_model, cfg.max_len) if pe else None
         lc = cfg.layer_config()
         self.blocks = nn.ModuleList(LAYERS[lc.kind](lc) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.n_out)
-        if cfg.tie_embeddings: self.head.weight = self.embed.weight
+        self.head = make_head(cfg, self.embed)
 
-    def forward(self, tokens:Tensor, # (B, T) integer token ids
-                state:list|None=None, # one state per block, as returned by the previous call; None starts from zero
-               ) -> tuple[Tensor, list]: # logits (B, T, n_out) and the new state list
-        "Run the model over a segment, continuing from `state`."
+    @property
+    def carries_state(self) -> bool:
+        "Whether the state is a fixed-size memory to carry across segments: every kind but the softmax Transformer (a growing KV cache)."
+        return self.cfg.kind != "transformer"
+
+    def _offset(self, state:list|None) -> int|Tensor:
+        "The position of the segment's first token: 0 from scratch, else the Transformer's cached positions."
+        if state is None: return 0
+        if not hasattr(self.blocks[0], "n_visible"):
+            raise ValueError(f"SeqModel: positions={self.cfg.positions!r} with a carried state needs the Transformer's KV cache to count positions; {self.cfg.kind!r} has none")
+        return self.blocks[0].n_visible(state[0])
+
+    def hidden(self, tokens:Tensor, # (B, T) integer token ids
+               state:list|None=None, # one state per block, as returned by the previous call; None starts from zero
+              ) -> tuple[Tensor, list]: # final hidden states (B, T, d_model) and the new state list
+        "LN of the last block's output, continuing from `state`."
         if not isinstance(tokens, Tensor) or tokens.dim() != 2 or tokens.is_floating_point() or tokens.is_complex():
             raise ValueError(f"SeqModel: `tokens` must be an integer tensor (B, T), got {getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
         if state is not None and len(state) != len(self.blocks):
             raise ValueError(f"SeqModel: `state` has {len(state)} entries but the model has {len(self.blocks)} blocks")
         x = self.embed(tokens)                                          # (B, T, d_model)
-        if self.pos is not None: x = self.pos(x, self.blocks[0].n_visible(None if state is None else state[0]))
+        if self.embed_drop is not None: x = self.embed_drop(x)
+        if self.pos is not None: x = self.pos(x, self._offset(state))
         new = []
         for i, blk in enumerate(self.blocks):
             x, s = blk(x, None if state is None else state[i])
             new.append(s)
-        return self.head(self.norm(x)), new
+        return self.norm(x), new
+
+    def forward(self, tokens:Tensor, # (B, T) integer token ids
+                state:list|None=None, # one state per block, as returned by the previous call; None starts from zero
+                targets:Tensor|None=None, # (B, T) class ids: return their NLL instead of the logits
+               ) -> tuple[Tensor, list]: # logits (B, T, n_out), or the NLL (B, T), and the new state list
+        "Run the model over a segment, continuing from `state`."
+        h, state = self.hidden(tokens, state)
+        return (self.logits(h) if targets is None else self.nll(h, targets)), state
 
     def num_params(self) -> int:
         "Number of trainable parameters."
         return count_params(self)
+
+# %% ../nbs/06b_models.ipynb #f1b2c3d4
+def _adaptive(m:SeqModel) -> bool: return isinstance(m.head, nn.AdaptiveLogSoftmaxWithLoss)
+
+@patch
+def logits(self:SeqModel, h:Tensor, # (B, T, d_model) final hidden states
+          ) -> Tensor: # (B, T, n_out)
+    "The head's output: W h + b (linear), E h + b (tied), or the log-probabilities (adaptive softmax)."
+    if not _adaptive(self): return self.head(h)
+    return self.log_probs(h)
+
+@patch
+def log_probs(self:SeqModel, h:Tensor, # (B, T, d_model) final hidden states
+             ) -> Tensor: # (B, T, n_out), float32 (or float64)
+    "Log-probabilities of every class."
+    with torch.autocast(h.device.type, enabled=False):
+        h = upcast(h)
+        if _adaptive(self): return self.head.log_prob(h.flatten(0, 1)).view(*h.shape[:-1], -1)
+        return torch.log_softmax(F.linear(h, self.head.weight.to(h.dtype), self.head.bias.to(h.dtype)), -1)
+
+@patch
+def nll(self:SeqModel, h:Tensor, # (B, T, d_model) final hidden states
+        targets:Tensor, # (B, T) class ids
+       ) -> Tensor: # (B, T) negative log-likelihood in nats, float32 (or float64)
+    "Per-position negative log-likelihood of `targets` (the language model's loss)."
+    with torch.autocast(h.device.type, enabled=False):
+        h = upcast(h)
+        if _adaptive(self): return -self.head(h.flatten(0, 1), targets.flatten()).output.view(targets.shape)
+        logits = F.linear(h, self.head.weight.to(h.dtype), self.head.bias.to(h.dtype))    # (B, T, n_out)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)

@@ -6,9 +6,8 @@ Docs: https://rfwp.github.io/rfwp/algorithmic.html.md"""
 
 # %% ../nbs/07_algorithmic.ipynb #89d63dbc
 from __future__ import annotations
-import json, math, random
-from collections import Counter
-from dataclasses import dataclass, field, asdict
+import json, random
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from torch import Tensor

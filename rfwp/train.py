@@ -6,12 +6,13 @@ Docs: https://rfwp.github.io/rfwp/training.html.md"""
 
 # %% ../nbs/07b_training.ipynb #78cdf6d9
 from __future__ import annotations
-import dataclasses, json, math
-from dataclasses import dataclass, asdict, fields
+import dataclasses, json
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
 from .tasks import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded
+from fastcore.basics import patch
 from .models import ModelConfig, SeqModel
 from .utils import IMPLS
 from .run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES,
@@ -206,27 +207,6 @@ class AlgoTask(Task):
                 f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {self.n_params:,} parameters; "
                 f"{c.steps} steps of batch {c.batch_size} on {self.dd.world} x {self.dd.device.type}")
 
-    def _next_batch(self) -> Tensor:
-        "The sample indices of the next batch; a new epoch starts after the last batch of the previous one."
-        c = self.config
-        if self._order is None or self._order[0] != self.epoch:
-            self._order = (self.epoch, batch_order(self.enc["train"].lengths, c.batch_size, self.epoch, c.data_seed * 7919 + c.seed))
-        if self.pos >= len(self._order[1]):
-            self.epoch, self.pos = self.epoch + 1, 0
-            return self._next_batch()
-        return self._order[1][self.pos]
-
-    def train_step(self, step:int) -> dict:
-        b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], self._next_batch(), self.dd.rank, self.dd.world).items()}
-        logits, _ = self.net(b["tokens"])
-        loss, s = self.objective(logits, b)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-        self.opt.step(); self.sched.step()
-        self.pos += 1
-        return {**s, "tokens_seen": int(b["lengths"].sum())}
-
     def position(self, step:int) -> dict: return dict(epoch=self.epoch)
     def train_row(self, sums:dict) -> dict:
         return {**summarize(sums), "tokens_per_s": round(sums["tokens_seen"] / max(sums["seconds"], 1e-9))}  # evaluations excluded
@@ -237,18 +217,45 @@ class AlgoTask(Task):
     def load_state_dict(self, d:dict): self.epoch, self.pos = d["epoch"], d["pos"]
     def checkpoint_extra(self) -> dict: return dict(kind="algorithmic", model_config=self.mcfg.to_dict(), n_params=self.n_params)
 
-    def plot(self, rows:list[dict], path):
-        acc = ["acc", "print_acc"] if self.spec.objective == "token" else ["acc"]
-        plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
-                    title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
+# %% ../nbs/07b_training.ipynb #f711b8a3
+@patch
+def _next_batch(self:AlgoTask) -> Tensor:
+    "The sample indices of the next batch; a new epoch starts after the last batch of the previous one."
+    c = self.config
+    if self._order is None or self._order[0] != self.epoch:
+        self._order = (self.epoch, batch_order(self.enc["train"].lengths, c.batch_size, self.epoch, c.data_seed * 7919 + c.seed))
+    if self.pos >= len(self._order[1]):
+        self.epoch, self.pos = self.epoch + 1, 0
+        return self._next_batch()
+    return self._order[1][self.pos]
 
-    def finish(self, best:dict, say) -> dict:
-        t = evaluate(self.model, self.enc["test"], self.spec.objective, 4 * self.config.batch_size, self.dd)
-        bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
-        say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
-            + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
-        return dict(rows=[dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], test_acc=t["acc"], test=t,
-                    best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
+@patch
+def train_step(self:AlgoTask, step:int) -> dict:
+    b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], self._next_batch(), self.dd.rank, self.dd.world).items()}
+    logits, _ = self.net(b["tokens"])
+    loss, s = self.objective(logits, b)
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+    self.opt.step(); self.sched.step()
+    self.pos += 1
+    return {**s, "tokens_seen": int(b["lengths"].sum())}
+
+# %% ../nbs/07b_training.ipynb #555e16f8
+@patch
+def plot(self:AlgoTask, rows:list[dict], path):
+    acc = ["acc", "print_acc"] if self.spec.objective == "token" else ["acc"]
+    plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
+                title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
+
+@patch
+def finish(self:AlgoTask, best:dict, say) -> dict:
+    t = evaluate(self.model, self.enc["test"], self.spec.objective, 4 * self.config.batch_size, self.dd)
+    bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+    say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
+        + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
+    return dict(rows=[dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], test_acc=t["acc"], test=t,
+                best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
 # %% ../nbs/07b_training.ipynb #f3ecc532
 def train(cfg:TrainConfig, # what to train

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/utils.html.md"""
 
 # %% ../nbs/00_utils.ipynb #0effe887
 from __future__ import annotations
-import importlib, math, os, re, time, statistics
+import importlib, math, time, statistics
 from contextlib import contextmanager
 from typing import Callable, Sequence
 import torch

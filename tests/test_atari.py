@@ -1,5 +1,5 @@
 "Atari RL: game names, environments, V-trace against its definition, state resets at episode ends, step == unroll, exact resume, CLI."
-import json, os, subprocess, sys
+import json, os, subprocess
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -7,8 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("ale_py")
-from rfwp.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, AtariConfig, make_config, evaluate,
-                        impala_loss, load_agent, main, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
+from rfwp.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, make_config, impala_loss, load_agent, main, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
                         PixelBandit, _slice_batch)
 from rfwp.run import CheckpointError
 
@@ -287,7 +286,7 @@ def test_cli_train_eval_video(tmp_path, capsys):
     net, cfg = load_agent(rd)
     assert cfg["core"] == "rdn" and cfg["game"] == "breakout" and net.cfg.n_actions == 4
     gif = tmp_path / "ep.gif"
-    try: import imageio; video = ["--video", str(gif)]        # an optional dependency (GIF/MP4 only)
+    try: import imageio; video = ["--video", str(gif)]  # noqa: F401  (an optional dependency, GIF/MP4 only)
     except ImportError: video = []
     assert main(["eval", str(rd / "last.pt"), "--episodes", "2", "--sample", *video, "--json", str(tmp_path / "e.json"), "--no-progress"]) == 0
     out = capsys.readouterr().out

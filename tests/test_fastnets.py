@@ -178,7 +178,6 @@ def rnn_args():
 
 def test_bad_input_rnn():
     q, k, v, b, kr, vr, br, S0, R0, y0 = rnn_args()
-    st = (S0, R0, y0)
     with pytest.raises(ValueError, match="`q` must have 4 dims"): delta_rnn(q[0], k, v, b, kr, vr, br)
     with pytest.raises(ValueError, match="`kr`"): delta_rnn(q, k, v, b, kr[:, :5], vr, br)
     with pytest.raises(ValueError, match="`v`"): delta_rnn(q, k, v[:1], b, kr, vr, br)

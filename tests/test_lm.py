@@ -3,7 +3,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest, torch
-from rfwp.lm import (tokenize, build_vocab, encode_tokens, encode_chars, resolve_files, load_lm_data, DataError, LMModel, LMModelConfig,
+from rfwp.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, LMModel, LMModelConfig,
                      eval_sliding, eval_full, get_lm_batch, make_lm_config, train_lm, generate, encode_prompt, _hub_reachable, EOS, UNK)
 from rfwp.run import load_checkpoint
 

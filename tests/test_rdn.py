@@ -1,6 +1,5 @@
 "The Recurrent Delta Net: the reversal-backward PyTorch path against the per-step reference in float64."
 import pytest, torch
-import rfwp.ops.rdn as rdn
 import rfwp.utils
 from rfwp.ops.rdn import (recurrent_delta_rule, recurrent_delta_rule_naive, recurrent_delta_rule_torch,
                           RecurrentDeltaRuleFn, init_rdn_weights, serial_if_small)

@@ -3,7 +3,7 @@ missing files, contradicting flags, failing writes. Each case is run through the
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from rfwp.run import (RunDir, RunDirError, RunFileError, CheckpointError, atomic_write, load_checkpoint, save_checkpoint,
+from rfwp.run import (RunDirError, RunFileError, CheckpointError, atomic_write, load_checkpoint, save_checkpoint,
                       plot_curves, lr_schedule)
 from rfwp.train import make_config, train
 

@@ -1,9 +1,9 @@
 "Algorithmic task generators: every label against an independent evaluator, determinism, files, batches."
 import os, random, subprocess, sys, statistics
 import pytest, torch
-from rfwp.tasks import (Vocab, code_program, run_program, listops_sample, eval_listops, TaskSpec, TASKS, NO_OUT,
+from rfwp.tasks import (Vocab, code_program, run_program, listops_sample, eval_listops, TaskSpec, NO_OUT,
                         CODE_SRC_VOCAB, CODE_TGT_VOCAB, LISTOPS_SRC_VOCAB, write_split, read_split, load_dataset,
-                        prepare_dataset, encode, batch_order, get_batch)
+                        encode, batch_order, get_batch)
 
 # ---------------------------------------------------------------- independent evaluators (test-local)
 

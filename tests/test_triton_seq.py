@@ -7,7 +7,6 @@ import os, subprocess, sys, textwrap
 import pytest, torch
 if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
-import torch.nn.functional as F
 from rfwp.ops import triton_delta as td, triton_seq as ts
 from rfwp.ops.rdn import recurrent_delta_rule, recurrent_delta_rule_naive, init_rdn_weights
 from rfwp.ops.fastnets import delta_rnn, delta_lstm

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/delta_rule.html.md"""
 
 # %% ../../nbs/02_delta_rule.ipynb #561243cd
 from __future__ import annotations
-import torch, torch.nn.functional as F
+import torch
 from torch import Tensor
 from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
 from .linear import to_chunks, from_chunks

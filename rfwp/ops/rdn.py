@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
-from ..utils import serial_if_small, SERIAL_STEP_SIZE  # the thread policy of every sequential op (importable from here too)
+from ..utils import serial_if_small  # the thread policy of every sequential op (importable from here too)
 from .fastnets import delta_unwrite_
 
 # %% auto #0
