@@ -14,10 +14,10 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
 from .models import count_params
-from .utils import require
+from .utils import require, IMPLS
 from fastcore.basics import patch
-from .run import (Bar, CheckpointError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
-                      lr_schedule, plot_curves, write_metrics, make_config as _make)
+from .run import (Bar, CheckpointError, RunFileError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
+                      lr_schedule, plot_curves, write_metrics, add_config_args, given_args, make_config as _make)
 
 # %% auto #0
 __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'ResBlock',
@@ -310,9 +310,9 @@ class AtariConfig:
     alpha: float = 0.99         # RMSProp smoothing
     eps: float = 0.01           # RMSProp epsilon (TorchBeast's; large, as the losses are sums)
     clip: float = 40.0          # max gradient norm
-    entropy_cost: float = 0.01
-    baseline_cost: float = 0.5
-    gamma: float = 0.99
+    entropy_cost: float = 0.01 # weight of the entropy bonus
+    baseline_cost: float = 0.5  # weight of the value loss
+    gamma: float = 0.99         # discount
     reward_clip: float = 1.0    # rewards clipped to [-reward_clip, reward_clip] for learning and the core's input
     noop_max: int = 30          # random no-ops at the start of an episode
     episodic_life: bool = False # end an episode (for learning) at the loss of a life
@@ -604,17 +604,6 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, argparse.SUPPRESS): return action.help
         return super()._get_help_string(action)
 
-_HELP = dict(game="ALE game name, e.g. pong, breakout, space_invaders", core=None, encoder="frame encoder: impala (paper) or nature (laptop)",
-             n_envs="games per process (= unrolls per batch)", unroll="agent steps per unroll",
-             minibatches="learner steps per batch of unrolls (each on n_envs/minibatches games; V-trace corrects the lag)",
-             epochs="passes of the learner over each batch of unrolls (V-trace corrects the lag)", frames="emulator frames of the run (4 per agent step)",
-             lr="RMSProp learning rate (decayed linearly to 0)", alpha="RMSProp smoothing", eps="RMSProp epsilon",
-             clip="max gradient norm (0: none)", entropy_cost="entropy bonus weight", baseline_cost="value loss weight",
-             gamma="discount", reward_clip="clip rewards to [-x, x] for learning", noop_max="random no-ops at episode start",
-             episodic_life="1: end episodes (for learning) at a lost life", impl="op implementation of the FWP layers",
-             seed="seed of the model, actions and games", log_every="updates between metric rows",
-             ckpt_every="updates between checkpoints (the games restart there)", max_minutes="stop with a checkpoint after this many minutes (0: no limit)")
-
 def _choice_type(name, choices, norm=lambda s: s):
     def f(s):
         v = norm(s)
@@ -636,17 +625,8 @@ def make_parser(command:str) -> argparse.ArgumentParser:
         p.add_argument("--preset", choices=list(PRESETS), default="laptop",
                        help=" ".join(f"{k.upper()}: {v.why}" for k, v in PRESETS.items()).replace("%", "%%"))
         g = p.add_argument_group("config (unset options take the preset's value)")
-        for f in fields(AtariConfig):
-            opt, vals = "--" + f.name.replace("_", "-"), {k: make_config(k).to_dict()[f.name] for k in PRESETS}
-            extra = " [" + ", ".join(f"{k}: {v}" for k, v in vals.items()) + "]"
-            if f.name == "core": g.add_argument(opt, type=_choice_type("core", CORES), default=None, metavar="CORE",
-                                                help=f"recurrent core: {', '.join(CORES)}" + extra)
-            elif f.name == "game": g.add_argument(opt, type=_game_type, default=None, metavar="GAME", help=_HELP["game"] + extra)
-            elif f.name == "encoder": g.add_argument(opt, choices=list(ENCODERS), default=None, help=_HELP["encoder"] + extra)
-            elif f.name == "impl": g.add_argument(opt, choices=["auto", "naive", "torch", "triton"], default=None, help=_HELP["impl"] + extra)
-            else:
-                typ = int if f.type in ("int", "bool") else float
-                g.add_argument(opt, type=typ, default=None, metavar=f.name.upper(), help=_HELP[f.name] + extra)
+        add_config_args(g, AtariConfig, PRESETS, choices=dict(encoder=list(ENCODERS), impl=list(IMPLS)),
+                        types=dict(core=_choice_type("core", CORES), game=_game_type))
         r = p.add_argument_group("run")
         r.add_argument("--run-dir", default=None, help="where the run's files go (default: runs/atari-<game>-<core>-<preset>)")
         r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in RESUMABLE)} may change)")
@@ -680,12 +660,10 @@ def main(argv:list[str]|None=None) -> int:
     torch.set_num_threads(a.threads) if a.threads and a.threads > 0 else None
     try:
         if cmd == "train":
-            over = {f.name: getattr(a, f.name) for f in fields(AtariConfig) if getattr(a, f.name) is not None}
-            if "episodic_life" in over: over["episodic_life"] = bool(over["episodic_life"])
-            cfg = make_config(a.preset, **over)
+            cfg = make_config(a.preset, **given_args(a, AtariConfig))
             run_dir = a.run_dir or f"runs/atari-{cfg.game}-{cfg.core}-{a.preset}"
             res = train(cfg, run_dir, resume=a.resume, overwrite=a.overwrite, device=a.device, progress=not a.no_progress, stop_at=a.stop_at)
-            return 0
+            return 128 + res["signal"] if res.get("signal") else 0
         net, rc = load_agent(a.checkpoint)
         res = evaluate(net, rc["game"], a.episodes, greedy=not a.sample, seed=a.seed, noop_max=rc.get("noop_max", 30),
                        video=a.video, progress=not a.no_progress)
@@ -693,7 +671,7 @@ def main(argv:list[str]|None=None) -> int:
               f"(min {min(res['scores']):g}, max {max(res['scores']):g})" + (f"; video in {a.video}" if a.video else ""))
         if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
         return 0
-    except (ValueError, CheckpointError, ImportError) as e:
+    except (ValueError, CheckpointError, ImportError, RunFileError) as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr); return 2
 
 # %% ../nbs/09_atari.ipynb #5b11dffa

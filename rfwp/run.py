@@ -16,9 +16,10 @@ import torch.distributed as dist
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'Dist', 'setup_dist', 'processes', 'data_parallel', 'RunFileError',
            'atomic_write', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'rng_state',
-           'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json', 'RunDir', 'Signals', 'signal_name',
-           'Bar', 'columns_of', 'write_metrics', 'plot_curves', 'lr_schedule', 'config_help', 'Preset', 'make_config',
-           'from_dict', 'add_config_args', 'given_args', 'Task', 'Progress', 'checkpoint_state', 'restore', 'fit']
+           'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json', 'DirLock', 'RunDir', 'Signals',
+           'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves', 'lr_schedule', 'config_help', 'Preset',
+           'make_config', 'from_dict', 'add_config_args', 'given_args', 'Task', 'Progress', 'checkpoint_state',
+           'restore', 'fit']
 
 # %% ../nbs/07a_run.ipynb #0fbdd477
 @dataclass
@@ -166,23 +167,17 @@ def read_json(path) -> dict|list:
         raise RunFileError(f"{path}: is not valid JSON ({e}); fix or delete it, or start over with --overwrite") from None
     except OSError as e: raise RunFileError(f"{path}: cannot be read ({e.strerror or e})") from None
 
-class RunDir:
-    "A run's folder: one process at a time, one rule for starting, continuing and refusing, atomic files."
-    CONFIG, LOCK = "config.json", ".lock"
-    def __init__(self, path, # the folder (created if needed)
-                 run_files=("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json"), # files a run writes
-                 main:bool=True, # the process that writes (rank 0); the others only read
-                ):
-        self.path, self.run_files, self.main, self._lock = Path(path), tuple(run_files), main, None
-
-    def __truediv__(self, name): return self.path / name
-
-    def lock(self):
-        "Take the folder's lock, or fail at once naming the process that holds it."
-        if not self.main or self._lock is not None: return self
+# %% ../nbs/07a_run.ipynb #049e7297
+class DirLock:
+    "An exclusive lock on a folder for this process (`fcntl.flock` on `<folder>/.lock`, which names the owner's pid)."
+    NAME = ".lock"
+    def __init__(self, path): self.path, self.f = Path(path), None
+    def acquire(self):
+        "Take the lock, or fail at once with a `RunDirError` naming the process that holds it."
+        if self.f is not None: return self
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            f = open(self.path / self.LOCK, "a+")
+            f = open(self.path / self.NAME, "a+")
         except OSError as e: raise RunFileError(f"{self.path}: cannot be used as a run directory ({e.strerror or e})") from None
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -190,15 +185,29 @@ class RunDir:
             raise RunDirError(f"{self.path} is in use by another process (pid {pid}); wait for it to finish or stop it, "
                               "or choose another --run-dir") from None
         f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
-        self._lock = f
+        self.f = f
         return self
-
-    def unlock(self):
+    def release(self):
         "Release the lock (the lock file stays; it is harmless)."
-        if self._lock is not None:
-            with contextlib.suppress(OSError): self._lock.seek(0); self._lock.truncate()
-            self._lock.close(); self._lock = None
+        if self.f is not None:
+            with contextlib.suppress(OSError): self.f.seek(0); self.f.truncate()
+            self.f.close(); self.f = None
 
+# %% ../nbs/07a_run.ipynb #51946f82
+class RunDir:
+    "A run's folder: one process at a time, one rule for starting, continuing and refusing, atomic files."
+    CONFIG = "config.json"
+    def __init__(self, path, # the folder (created if needed)
+                 run_files=("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json"), # files a run writes
+                 main:bool=True, # the process that writes (rank 0); the others only read
+                ):
+        self.path, self.run_files, self.main, self._lock = Path(path), tuple(run_files), main, DirLock(path)
+    def __truediv__(self, name): return self.path / name
+    def lock(self):
+        "Take the folder's lock (the main process only), or fail at once naming the process that holds it."
+        if self.main: self._lock.acquire()
+        return self
+    def unlock(self): self._lock.release()
     def __enter__(self): return self.lock()
     def __exit__(self, *exc): self.unlock()
 
@@ -438,6 +447,7 @@ def add_config_args(parser, # an `argparse.ArgumentParser` (or group)
                     skip=(), # fields not offered
                     task:str|None=None, # the task whose preset values to list
                     helps:dict|None=None, # field -> help (default: `config_help(cls)`)
+                    types:dict|None=None, # field -> an argparse type that parses and checks the value (e.g. a game name)
                    ):
     "One option per field of `cls`, its help the field's comment (`config_help`); unset options are None (the preset's value)."
     import argparse
@@ -451,6 +461,7 @@ def add_config_args(parser, # an `argparse.ArgumentParser` (or group)
         h = (helps.get(f.name, "") + extra).replace("%", "%%")
         opt = "--" + f.name.replace("_", "-")
         if isinstance(default, bool): parser.add_argument(opt, action=argparse.BooleanOptionalAction, default=None, help=h)
+        elif f.name in (types or {}): parser.add_argument(opt, type=types[f.name], default=None, metavar=f.name.upper(), help=h)
         elif f.name in choices: parser.add_argument(opt, choices=list(choices[f.name]), default=None, help=h)
         else: parser.add_argument(opt, type=_parse(type(default), f.name), default=None, metavar=f.name.upper(), help=h)
 

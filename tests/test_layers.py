@@ -1,4 +1,5 @@
-"Blocks and models: shapes, state equivalence (one pass == segments == steps), gradients, reset, configs, compile, autocast."
+"Blocks and models: shapes, state equivalence (one pass == segments == steps), gradients, reset, configs, compile, autocast, heads, positions."
+import hashlib
 import pytest, torch
 from rfwp.utils import assert_close
 from rfwp.layers import LAYERS, LayerConfig, make_layer, detach_state, reset_state
@@ -116,7 +117,12 @@ def test_bad_configs():
     with pytest.raises(ValueError, match=r"`x` must have shape \(B, T, d_model=32\)"): make_layer("delta", 32, 4)(torch.randn(2, 5, 16))
     with pytest.raises(ValueError, match="vocab_size"): ModelConfig("delta")
     with pytest.raises(ValueError, match="d_model=100 is not divisible by n_heads=16"): ModelConfig(vocab_size=5, d_model=100)
-    with pytest.raises(ValueError, match="tie_embeddings"): ModelConfig(vocab_size=5, n_out=3, tie_embeddings=True)
+    with pytest.raises(ValueError, match="head='tied' needs n_out == vocab_size"): ModelConfig(vocab_size=5, n_out=3, head="tied")
+    with pytest.raises(ValueError, match="head must be one of linear, tied, adaptive, auto"): ModelConfig(vocab_size=5, head="softmax")
+    with pytest.raises(ValueError, match="positions must be one of"): ModelConfig(vocab_size=5, positions="rotary")
+    with pytest.raises(ValueError, match="cutoffs must be increasing"): ModelConfig(vocab_size=5, cutoffs=(3, 2))
+    with pytest.raises(ValueError, match="embed_dropout"): ModelConfig(vocab_size=5, embed_dropout=1.0)
+    with pytest.raises(ValueError, match="embed_std"): ModelConfig(vocab_size=5, embed_std=0.0)
     with pytest.raises(ValueError, match="unknown keys"): ModelConfig.from_dict({"kind": "delta", "vocab_size": 5, "n_head": 2})
 
 def test_autocast_bf16():
@@ -179,12 +185,105 @@ def test_model_config_roundtrip_and_tie():
     m2 = SeqModel(ModelConfig.from_dict(cfg.to_dict())); m2.load_state_dict(m.state_dict())
     tok = torch.randint(0, 50, (2, 6)); m.eval(); m2.eval()
     assert torch.equal(m(tok)[0], m2(tok)[0])
-    t = SeqModel(ModelConfig("delta", n_layers=2, d_model=d_model, n_heads=H, vocab_size=50, tie_embeddings=True))
+    t = SeqModel(ModelConfig("delta", n_layers=2, d_model=d_model, n_heads=H, vocab_size=50, head="tied"))
     assert t.head.weight is t.embed.weight and m.num_params() == count_params(m)
+    assert not t.head.bias.any()                                              # the tied head's bias starts at zero
     u = SeqModel(ModelConfig("delta", n_layers=2, d_model=d_model, n_heads=H, vocab_size=50))
     assert u.num_params() - t.num_params() == 50 * d_model
+    t.eval(); h, _ = t.hidden(tok)                                            # logits = h Eᵀ + b
+    assert_close("tied logits", h @ t.embed.weight.T + t.head.bias, t(tok)[0], 1e-6)
     with pytest.raises(ValueError, match="integer tensor"): m(tok.float())
     with pytest.raises(ValueError, match="state"): m(tok, [None])
+
+def test_model_config_older_checkpoints():
+    "The `tie_embeddings` flag of older checkpoints becomes `head`; a tied model's old weights load into the new tied head."
+    old = {k: v for k, v in ModelConfig("rdn", vocab_size=20).to_dict().items() if k not in ("head", "cutoffs", "div_value", "positions", "embed_std", "embed_dropout")}
+    assert ModelConfig.from_dict({**old, "tie_embeddings": False}) == ModelConfig("rdn", vocab_size=20)
+    assert ModelConfig.from_dict({**old, "tie_embeddings": True}).head == "tied"
+    cfg = ModelConfig("delta", n_layers=1, d_model=d_model, n_heads=H, vocab_size=20, head="tied")
+    assert set(SeqModel(cfg).state_dict()) >= {"embed.weight", "head.weight", "head.bias"}  # the names an old tied model saved
+
+# sha256 (first 16 hex digits) of the state_dict (names, then float64 values) of
+# SeqModel(ModelConfig(kind, n_layers=2, d_model=16, n_heads=2, vocab_size=13, n_out=5)) built after torch.manual_seed(0),
+# and the sum of its train-mode logits (dropout drawn after torch.manual_seed(1)) on torch.randint(0, 13, (2, 7)) drawn
+# after the build; computed before the head, positions and embedding options existed: the defaults must stay bit for bit.
+DEFAULTS_CHECKSUM = {
+    "linear": ("3af97d0b6c9ef80d", 3.071083), "delta": ("46bbc8f0d957353d", 4.130276), "delta_mlp": ("ac1e8609a45efb6f", -1.512248),
+    "delta_delta": ("a9974a91d16e68c6", 1.49148), "delta_rnn": ("a9974a91d16e68c6", 1.287892), "delta_lstm": ("44831f7e207f40b6", 8.765997),
+    "rdn": ("a5b7feb7bac520e5", 13.234805), "lstm_delta": ("ec90014957d10906", -0.744221), "lstm": ("31a82adc327aac41", 1.662329),
+    "transformer": ("ee482b039f6fef3c", 9.808765)}
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_defaults_unchanged(kind):
+    digest, out_sum = DEFAULTS_CHECKSUM[kind]
+    torch.manual_seed(0)
+    m = SeqModel(ModelConfig(kind, n_layers=2, d_model=16, n_heads=2, vocab_size=13, n_out=5))
+    h = hashlib.sha256()
+    for k, v in m.state_dict().items(): h.update(k.encode()); h.update(v.detach().double().numpy().tobytes())
+    assert h.hexdigest()[:16] == digest
+    x = torch.randint(0, 13, (2, 7))
+    m.train(); torch.manual_seed(1)
+    y, _ = m(x)
+    assert abs(y.detach().double().sum().item() - out_sum) < 1e-5
+    assert isinstance(m.head, torch.nn.Linear) and m.embed_drop is None
+    assert (m.pos is not None) == (kind == "transformer")
+
+@pytest.mark.parametrize("head", ["linear", "tied", "adaptive"])
+def test_heads_log_probs_and_nll(head):
+    "Every head: probabilities sum to 1, the NLL is -log p of the target, logits give the same distribution; float32 under bf16 autocast."
+    torch.manual_seed(0)
+    cfg = ModelConfig("delta", n_layers=1, d_model=d_model, n_heads=H, vocab_size=300, head=head, cutoffs=(50, 200, 400), dropout=0.0)
+    m = SeqModel(cfg).double()
+    x = torch.randint(0, 300, (2, 9))
+    h, _ = m.hidden(x[:, :-1])
+    lp = m.log_probs(h)                                                       # (B, T, V)
+    assert lp.shape == (2, 8, 300)
+    assert_close(f"{head}: sum p", torch.ones(2, 8, dtype=lp.dtype), lp.exp().sum(-1), 1e-12)
+    nll, _ = m(x[:, :-1], targets=x[:, 1:])
+    assert_close(f"{head}: nll", -lp.gather(-1, x[:, 1:, None])[..., 0], nll, 1e-12)
+    assert_close(f"{head}: logits", lp, torch.log_softmax(m(x[:, :-1])[0], -1), 1e-12)
+    if head == "adaptive": assert m.head.cutoffs == [50, 200, 300] and cfg.adaptive()
+    m = SeqModel(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nll, _ = m(x[:, :-1], targets=x[:, 1:])
+    assert nll.dtype == torch.float32 and torch.isfinite(nll).all()
+
+def test_head_auto():
+    assert ModelConfig(vocab_size=65, head="auto").resolved_head() == "tied"
+    big = ModelConfig(vocab_size=30000, head="auto")
+    assert big.resolved_head() == "adaptive" and big.used_cutoffs() == [20000]
+    with pytest.raises(ValueError, match="needs a cut-off below vocab_size=50"): ModelConfig(vocab_size=50, head="adaptive")
+
+def test_learned_positions():
+    "Learned positions: N(0, 0.02²), continued from the Transformer's cache, an error beyond max_len; other kinds may use them from scratch."
+    torch.manual_seed(0)
+    m = SeqModel(ModelConfig("transformer", n_layers=2, d_model=d_model, n_heads=H, vocab_size=11, positions="learned", max_len=10, dropout=0.0)).double().eval()
+    assert m.pos.weight.shape == (10, d_model) and abs(m.pos.weight.std().item() - 0.02) < 0.005
+    tok = torch.randint(0, 11, (2, 10))
+    with torch.no_grad():
+        y, _ = m(tok); y1, s = m(tok[:, :4]); y2, _ = m(tok[:, 4:], s)
+    assert_close("learned positions: segments", y, torch.cat([y1, y2], 1), 1e-10)
+    with pytest.raises(ValueError, match="positions up to 11 requested but max_len=10"): m(torch.randint(0, 11, (2, 11)))
+    with pytest.raises(ValueError, match="positions up to 11 requested but max_len=10"): m(tok[:, :7], s)
+    d = SeqModel(ModelConfig("delta", n_layers=1, d_model=d_model, n_heads=H, vocab_size=11, positions="learned", max_len=10))
+    _, s = d(tok[:, :3])
+    with pytest.raises(ValueError, match="KV cache to count positions"): d(tok[:, 3:], s)
+    n = SeqModel(ModelConfig("transformer", n_layers=1, d_model=d_model, n_heads=H, vocab_size=11, positions="none"))
+    assert n.pos is None
+
+def test_sinusoidal_positions_for_any_kind():
+    m = SeqModel(ModelConfig("delta", n_layers=1, d_model=d_model, n_heads=H, vocab_size=11, positions="sinusoidal", max_len=16))
+    assert m.pos is not None and m(torch.randint(0, 11, (2, 16)))[0].shape == (2, 16, 11)
+
+def test_embedding_options():
+    torch.manual_seed(0)
+    cfg = ModelConfig("delta", n_layers=1, d_model=d_model, n_heads=H, vocab_size=500, embed_std=0.02, embed_dropout=0.5, dropout=0.0)
+    m = SeqModel(cfg)
+    assert abs(m.embed.weight.std().item() - 0.02) < 0.002
+    tok = torch.randint(0, 500, (2, 6))
+    m.eval(); a = m(tok)[0]
+    assert torch.equal(a, m(tok)[0])                                          # no dropout in eval mode
+    m.train(); assert not torch.equal(a, m(tok)[0])                           # dropout on the embeddings in training
 
 @pytest.mark.parametrize("kind,kw", CASES, ids=IDS)
 def test_empty_segment(kind, kw):

@@ -3,9 +3,10 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest, torch
-from rfwp.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, LMModel, LMModelConfig,
+from rfwp.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, lm_model_config,
                      eval_sliding, eval_full, get_lm_batch, make_lm_config, train_lm, generate, encode_prompt, _hub_reachable, EOS, UNK)
-from rfwp.run import load_checkpoint
+from rfwp.models import ModelConfig, SeqModel
+from rfwp.run import load_checkpoint, save_checkpoint, CheckpointError
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -92,23 +93,24 @@ def test_offline_fails_fast_with_hint(tmp_path):
 @pytest.mark.parametrize("kind", ["linear", "delta", "delta_rnn", "delta_lstm", "rdn", "delta_delta", "lstm"])
 def test_carried_state_equals_one_pass(kind):
     torch.manual_seed(0)
-    m = LMModel(LMModelConfig(kind, 30, n_layers=2, d_model=16, n_heads=2, ff_dim=32, dropout=0.0)).double().eval()
+    m = SeqModel(lm_model_config(kind, 30, n_layers=2, d_model=16, n_heads=2, ff_dim=32, dropout=0.0)).double().eval()
+    assert m.carries_state
     x = torch.randint(0, 30, (2, 24))
-    one, _ = m(x[:, :-1], x[:, 1:])
+    one, _ = m(x[:, :-1], targets=x[:, 1:])
     parts, s = [], None
     for a, b in ((0, 1), (1, 8), (8, 23)):                                    # a 1-token segment, then uneven ones
-        nll, s = m(x[:, a:b], x[:, a + 1:b + 1], s); parts.append(nll)
+        nll, s = m(x[:, a:b], state=s, targets=x[:, a + 1:b + 1]); parts.append(nll)
     torch.testing.assert_close(torch.cat(parts, 1), one, rtol=1e-10, atol=1e-10)
     assert abs(eval_full(m, x[0].numpy(), context=5, streams=1)["loss"] - one[0].mean().item()) < 1e-9
 
 def test_transformer_refuses_state():
-    m = LMModel(LMModelConfig("transformer", 30, n_layers=1, d_model=16, n_heads=2, ff_dim=32))
-    assert not m.carries_state
+    m = SeqModel(lm_model_config("transformer", 30, n_layers=1, d_model=16, n_heads=2, ff_dim=32))
+    assert not m.carries_state and m.cfg.resolved_positions() == "learned"
     with pytest.raises(ValueError, match="does not carry"): eval_full(m, np.arange(30) % 30, 8)
 
 def test_sliding_window_brute_force():
     torch.manual_seed(1)
-    m = LMModel(LMModelConfig("transformer", 12, n_layers=1, d_model=16, n_heads=2, ff_dim=32, dropout=0.0)).double()
+    m = SeqModel(lm_model_config("transformer", 12, n_layers=1, d_model=16, n_heads=2, ff_dim=32, dropout=0.0, context=6)).double()
     d = np.random.default_rng(1).integers(0, 12, 40)
     for stride in (1, 3, 6):
         ref = []                                     # each target with the windows' context: at least context - stride tokens
@@ -116,23 +118,32 @@ def test_sliding_window_brute_force():
         for e in list(range(6, n, stride)) + [n]:
             s = max(0, e - 6)
             x = torch.tensor(d[s:e + 1])[None]
-            nll = m(x[:, :-1], x[:, 1:])[0][0]
+            nll = m(x[:, :-1], targets=x[:, 1:])[0][0]
             ref += nll[prev - s:].tolist(); prev = e
         assert len(ref) == n
         assert abs(eval_sliding(m, d, 6, stride, batch_size=3)["loss"] - np.mean(ref)) < 1e-10
 
 def test_adaptive_head():
     torch.manual_seed(0)
-    cfg = LMModelConfig("delta", 500, n_layers=1, d_model=16, n_heads=2, ff_dim=32, cutoffs=(100, 300, 1000), dropout=0.0)
+    cfg = lm_model_config("delta", 500, n_layers=1, d_model=16, n_heads=2, ff_dim=32, cutoffs=(100, 300, 1000), dropout=0.0)
     assert cfg.used_cutoffs() == [100, 300] and cfg.adaptive()
-    m = LMModel(cfg).double()
+    m = SeqModel(cfg).double()
     x = torch.randint(0, 500, (2, 9))
     h, _ = m.hidden(x[:, :-1])
-    lp = m.logits(h)                                                          # (B, T, V)
+    lp = m.log_probs(h)                                                       # (B, T, V)
     torch.testing.assert_close(lp.exp().sum(-1), torch.ones(2, 8, dtype=lp.dtype))
-    torch.testing.assert_close(m(x[:, :-1], x[:, 1:])[0], -lp.gather(-1, x[:, 1:, None])[..., 0])
-    assert not LMModel(LMModelConfig("delta", 50, n_layers=1, d_model=16, n_heads=2, ff_dim=32)).cfg.adaptive()   # small: tied softmax
-    with pytest.raises(ValueError, match="adaptive needs a cut-off"): LMModelConfig("delta", 50, head="adaptive")
+    torch.testing.assert_close(m(x[:, :-1], targets=x[:, 1:])[0], -lp.gather(-1, x[:, 1:, None])[..., 0])
+    small = SeqModel(lm_model_config("delta", 50, n_layers=1, d_model=16, n_heads=2, ff_dim=32))
+    assert not small.cfg.adaptive() and small.head.weight is small.embed.weight                    # small: tied softmax
+    with pytest.raises(ValueError, match="adaptive' needs a cut-off"): lm_model_config("delta", 50, head="adaptive")
+
+def test_lm_model_config():
+    "The language model is a SeqModel: small N(0, 0.02²) embeddings with dropout, learned positions for the Transformer only."
+    c = make_lm_config("laptop", text="x.txt", model="transformer", dropout=0.1).model_config(65)
+    assert isinstance(c, ModelConfig) and ModelConfig.from_dict(c.to_dict()) == c
+    assert (c.positions, c.max_len, c.embed_std, c.embed_dropout, c.resolved_head(), c.scale_heads) == ("learned", 64, 0.02, 0.1, "tied", True)
+    assert make_lm_config("laptop", model="rdn").model_config(65).resolved_positions() == "none"
+    with pytest.raises(ValueError, match="head"): make_lm_config("laptop", head="softmax")
 
 def test_batches_are_a_function_of_the_step():
     d = np.arange(500)
@@ -157,10 +168,11 @@ def test_carry_state_saved_in_checkpoint(text_file, tmp_path):
     cfg = make_lm_config("laptop", text=str(text_file), model="delta", carry_state=True, **{**TINY, "steps": 3})
     train_lm(cfg, tmp_path / "c", tmp_path / "cache", threads=1, progress=False, final_eval=False, log=lambda *x: None)
     ck = load_checkpoint(tmp_path / "c" / "last.pt")
+    assert ck["kind"] == "lm" and ModelConfig.from_dict(ck["model_config"]) == cfg.model_config(len(ck["vocab"]))
     assert ck["task"]["carried"] is not None and ck["task"]["carried"][0][0].shape == (4, 2, 8, 8)     # (B, H, D, D) per block
 
 def test_generate():
-    m = LMModel(LMModelConfig("delta", 10, n_layers=1, d_model=16, n_heads=2, ff_dim=32))
+    m = SeqModel(lm_model_config("delta", 10, n_layers=1, d_model=16, n_heads=2, ff_dim=32))
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     a = generate(m, [1, 2], 15, 1.0, 3, 4, g1)
     assert a == generate(m, [1, 2], 15, 1.0, 3, 4, g2) and len(a) == 15 and all(0 <= t < 10 for t in a)
@@ -224,6 +236,25 @@ def test_cli_errors(text_file, tmp_path, capsys):
     assert rc == 2 and "no such checkpoint" in err
     rc, out, err = cli(capsys, "train", "lm", "--text", text_file, "--context", "0")
     assert rc == 2 and "--context" in err and "positive integer" in err
+
+def test_older_lm_checkpoint_is_a_clear_error(tmp_path, capsys):
+    "A checkpoint of the former LMModel (its model config had no `positions`): one line naming the file, for eval and generate."
+    old = dict(kind="delta", vocab_size=3, n_layers=1, d_model=16, n_heads=2, ff_dim=32, dropout=0.1, head="softmax",
+               cutoffs=[20000, 40000, 200000], div_value=4.0, scale_heads=True, max_len=16, impl="auto")
+    run = tmp_path / "old"; run.mkdir()
+    save_checkpoint(dict(kind="lm", config=make_lm_config("laptop", text="x.txt").to_dict(), model_config=old, vocab=["a", "b", "c"],
+                         level="char", model={}, step=1), run / "best.pt")
+    for args in (("eval", "lm", run), ("generate", run)):
+        rc, out, err = cli(capsys, *args)
+        assert rc == 2 and str(run / "best.pt") in err and "older rfwp" in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    from rfwp.lm import _load_run
+    bad = {**ModelConfig("delta", vocab_size=3, n_layers=1, d_model=16, n_heads=2).to_dict(), "n_head": 2}
+    save_checkpoint(dict(kind="lm", model_config=bad, vocab=["a", "b", "c"], level="char", model={}, step=1), run / "last.pt")
+    with pytest.raises(CheckpointError, match="does not fit this rfwp's SeqModel"): _load_run(run, "last")
+    good = ModelConfig("delta", vocab_size=3, n_layers=1, d_model=16, n_heads=2).to_dict()
+    save_checkpoint(dict(kind="lm", model_config=good, vocab=["a", "b", "c"], level="char", model={"x": torch.zeros(1)}, step=1), run / "last.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit"): _load_run(run, "last")
 
 def test_ddp_two_processes(text_file, tmp_path):
     run = tmp_path / "ddp"
