@@ -17,7 +17,7 @@ from .models import count_params
 from .utils import require, IMPLS
 from fastcore.basics import patch
 from .run import (Bar, CheckpointError, RunFileError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel,
-                      lr_schedule, plot_curves, write_metrics, add_config_args, given_args, make_config as _make)
+                      lr_schedule, plot_curves, write_metrics, add_config_args, given_args, option_error, make_config as _make)
 
 # %% auto #0
 __all__ = ['ENCODERS', 'CORES', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'ResBlock',
@@ -660,7 +660,8 @@ def main(argv:list[str]|None=None) -> int:
     torch.set_num_threads(a.threads) if a.threads and a.threads > 0 else None
     try:
         if cmd == "train":
-            cfg = make_config(a.preset, **given_args(a, AtariConfig))
+            try: cfg = make_config(a.preset, **given_args(a, AtariConfig))
+            except ValueError as e: raise ValueError(option_error(e, AtariConfig)) from None
             run_dir = a.run_dir or f"runs/atari-{cfg.game}-{cfg.core}-{a.preset}"
             res = train(cfg, run_dir, resume=a.resume, overwrite=a.overwrite, device=a.device, progress=not a.no_progress, stop_at=a.stop_at)
             return 128 + res["signal"] if res.get("signal") else 0

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/cli.html.md"""
 
 # %% ../nbs/11_cli.ipynb #ba50b7ba
 from __future__ import annotations
-import argparse, json, re, sys
+import argparse, json, sys
 from dataclasses import fields
 from pathlib import Path
 import torch
@@ -14,7 +14,7 @@ from .tasks import TASKS, load_dataset, encode
 from .train import TrainConfig, PRESETS, RESUMABLE, make_config, train, evaluate
 from .utils import IMPLS
 from .run import (CheckpointError, RunFileError, SCHEDULES, load_checkpoint, load_weights, setup_dist, add_config_args,
-                      given_args)
+                      given_args, option_error)
 from .layers import LAYERS
 from .models import ModelConfig, SeqModel
 
@@ -98,9 +98,7 @@ def default_run_dir(cfg:TrainConfig, preset:str) -> str:
 def cmd_train(a:argparse.Namespace, parser) -> int:
     "`rfwp train`."
     try: cfg = make_config(a.task, a.preset, **given_args(a, TrainConfig, skip=("task",)))
-    except ValueError as e:
-        m = re.match(r"(\w+): ", str(e))                              # "lr: must be >= 0" -> "argument --lr: lr: must be >= 0"
-        parser.error(f"argument --{m.group(1).replace('_', '-')}: {e}" if m and m.group(1) in TRAIN_OPTIONS else str(e))
+    except ValueError as e: parser.error(option_error(e, TrainConfig))
     threads = a.threads or PRESETS[a.preset].threads
     res = train(cfg, a.run_dir or default_run_dir(cfg, a.preset), a.data_dir, resume=a.resume, overwrite=a.overwrite,
                 device=a.device, threads=threads, progress=not a.no_progress, stop_at=a.stop_at)

@@ -17,17 +17,18 @@ from torch import Tensor
 from fastcore.basics import patch
 from .layers import LAYERS, detach_state
 from .models import HEADS, ModelConfig, SeqModel
-from .run import (Dist, Task, Preset, fit, setup_dist, load_checkpoint, load_weights, CheckpointError, data_parallel,
-                      lr_schedule, plot_curves, make_config as _make)
+from .run import (Dist, Task, Preset, fit, setup_dist, load_checkpoint, load_weights, CheckpointError, RunFileError, data_parallel,
+                      lr_schedule, plot_curves, add_config_args, given_args, option_error, make_config as _make)
+from .utils import IMPLS
 
 # %% auto #0
-__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'LM_OPTIONS',
-           'BENCH_MODELS', 'RFWPS', 'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'tokenize', 'build_vocab', 'encode_tokens',
-           'word_vocab', 'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files', 'load_lm_data',
-           'window_starts', 'get_lm_batch', 'get_stream_batch', 'lm_model_config', 'eval_sliding', 'eval_full',
-           'LMTrainConfig', 'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt', 'make_lm_parser',
-           'cmd_train', 'cmd_eval', 'cmd_generate', 'cmd_bench', 'main', 'bench_char', 'char_table', 'bench_speed',
-           'speed_table', 'bench_word']
+__all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'DATA_FIELDS',
+           'LM_CHOICES', 'BENCH_MODELS', 'RFWPS', 'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'tokenize', 'build_vocab',
+           'encode_tokens', 'word_vocab', 'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files',
+           'load_lm_data', 'window_starts', 'get_lm_batch', 'get_stream_batch', 'lm_model_config', 'eval_sliding',
+           'eval_full', 'LMTrainConfig', 'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt',
+           'make_lm_parser', 'cmd_train', 'cmd_eval', 'cmd_generate', 'cmd_bench', 'main', 'bench_char', 'char_table',
+           'bench_speed', 'speed_table', 'bench_word']
 
 # %% ../nbs/08_language_modelling.ipynb #2f08982e
 EOS, UNK = "<eos>", "<unk>"
@@ -375,45 +376,45 @@ class LMTrainConfig:
     "A language-modelling run (saved in `config.json` and in every checkpoint)."
     # data (none of data_dir/train_file/text: WikiText-103 from the Hugging Face hub)
     data_dir:str = "" # folder with wiki.{train,valid,test}.tokens
-    train_file:str = "" # explicit split files (override data_dir's)
-    valid_file:str = ""
-    test_file:str = ""
+    train_file:str = "" # training file, word level (overrides data_dir's)
+    valid_file:str = "" # validation file (default: the last valid_frac of the training file)
+    test_file:str = "" # test file (default: the validation split)
     text:str = "" # a text file at character level (first 1 - valid_frac train, the rest validation and test)
     valid_frac:float = 0.1 # held-out validation fraction when there is no validation file
     # model (see `lm_model_config`)
-    model:str = "delta"
-    n_layers:int = 16
-    d_model:int = 128
-    n_heads:int = 8
-    ff_dim:int = 2048
-    dropout:float = 0.1
-    head:str = "auto" # "auto", "tied", "adaptive" or "linear"
-    cutoffs:tuple = (20000, 40000, 200000)
-    scale_heads:bool = True
-    impl:str = "auto"
+    model:str = "delta" # the layer kind of every block
+    n_layers:int = 16 # number of blocks
+    d_model:int = 128 # residual width
+    n_heads:int = 8 # heads per block (must divide d_model)
+    ff_dim:int = 2048 # feedforward width
+    dropout:float = 0.1 # dropout rate (blocks and embeddings)
+    head:str = "auto" # output layer: tied softmax, adaptive softmax, an untied linear softmax, or auto (adaptive when the vocabulary exceeds the first cut-off, else tied)
+    cutoffs:tuple = (20000, 40000, 200000) # adaptive softmax cut-offs, comma-separated (those >= the vocabulary size are dropped)
+    scale_heads:bool = True # scale head outputs by 1/sqrt(head dim) before the output projection (official LM code)
+    impl:str = "auto" # op implementation: naive, torch, triton or auto
     # optimisation
     context:int = 256 # tokens per training window (and evaluation window)
-    carry_state:bool = False # train on contiguous streams, carrying every layer's state across steps (truncated BPTT)
+    carry_state:bool = False # train on batch_size contiguous streams, carrying every layer's state (detached) from step to step (truncated backprop through time; the softmax Transformer carries nothing; a data-parallel resume restarts the carried state from zero)
     batch_size:int = 96 # windows per step, over all processes
-    optimizer:str = "adam" # "adam" or "adamw" (decoupled weight decay on matrices only)
-    lr:float = 2.5e-4
-    min_lr:float = 0.0 # the cosine ends here
-    beta1:float = 0.9
-    beta2:float = 0.999
-    eps:float = 1e-8
-    weight_decay:float = 0.0
+    optimizer:str = "adam" # adam, or adamw (decoupled weight decay on matrices and embeddings only)
+    lr:float = 2.5e-4 # peak learning rate
+    min_lr:float = 0.0 # learning rate at the end of the cosine
+    beta1:float = 0.9 # Adam beta1
+    beta2:float = 0.999 # Adam beta2
+    eps:float = 1e-8 # Adam epsilon
+    weight_decay:float = 0.0 # weight decay
     clip:float = 0.25 # max gradient norm (0: none)
-    warmup:int = 2000
-    schedule:str = "cosine"
-    steps:int = 500_000
+    warmup:int = 2000 # linear warm-up steps
+    schedule:str = "cosine" # learning rate after warm-up: cosine (to min_lr) or constant
+    steps:int = 500_000 # optimiser steps in all
     # bookkeeping
     eval_every:int = 5000 # steps between validation (and checkpoints)
     eval_tokens:int = 0 # validation tokens scored during training (0: all)
     eval_stride:int = 0 # final evaluation: sliding-window stride (0: context // 2)
     eval_streams:int = 8 # final evaluation: parallel streams for full context (1: the text as one stream)
-    log_every:int = 100
+    log_every:int = 100 # steps between training-metric rows
     max_minutes:float = 0.0 # stop after this many minutes, then evaluate (0: no limit)
-    seed:int = 1
+    seed:int = 1 # seed of the initialisation, dropout and batch order
     amp:bool = True # bf16 autocast on a GPU (ignored on CPU)
 
     def files(self) -> dict: return resolve_files(self.data_dir, self.train_file, self.valid_file, self.test_file, self.text)
@@ -689,30 +690,8 @@ def _cutoffs(s):
 
 # %% ../nbs/08_language_modelling.ipynb #5a1c0e10
 # LMTrainConfig field -> (type or choices, help); data fields have their own options
-LM_OPTIONS = dict(
-    model=(list(LAYERS), "the layer kind of every block"), n_layers=(_pos, "number of blocks"), d_model=(_pos, "residual width"),
-    n_heads=(_pos, "heads per block (must divide --d-model)"), ff_dim=(_pos, "feedforward width"), dropout=(_frac, "dropout rate"),
-    head=(["auto", "tied", "adaptive", "linear"], "output layer: tied softmax, adaptive softmax, an untied linear softmax, or auto (adaptive when the vocabulary exceeds the first cut-off, else tied)"),
-    cutoffs=(_cutoffs, "adaptive softmax cut-offs, comma-separated (those >= the vocabulary size are dropped)"),
-    scale_heads=("bool", "scale head outputs by 1/sqrt(head dim) before the output projection (official LM code)"),
-    impl=(["auto", "naive", "torch", "triton"], "op implementation"),
-    context=(_pos, "tokens per training window (and evaluation segment)"), batch_size=(_pos, "windows per step, over all processes"),
-    optimizer=(["adam", "adamw"], "adam, or adamw (weight decay on matrices and embeddings only)"), lr=(_nonneg, "peak learning rate"),
-    min_lr=(_nonneg, "learning rate at the end of the cosine"), beta1=(_frac, "Adam beta1"), beta2=(_frac, "Adam beta2"), eps=(_nonneg, "Adam epsilon"),
-    weight_decay=(_nonneg, "weight decay"), clip=(_nonneg, "clip the gradient norm to this (0: no clipping)"), warmup=(_nonneg_int, "linear warm-up steps"),
-    schedule=(["cosine", "constant"], "learning rate after warm-up"), steps=(_pos, "optimizer steps in all"),
-    eval_every=(_pos, "steps between validations (and checkpoints)"), eval_tokens=(_nonneg_int, "validation tokens scored during training (0: all)"),
-    eval_stride=(_nonneg_int, "final evaluation: sliding-window stride (0: context // 2)"),
-    eval_streams=(_pos, "final evaluation: parallel streams for full context (1: the whole text as one stream)"),
-    log_every=(_pos, "steps between training-metric rows"), max_minutes=(_nonneg, "stop training after this many minutes, then evaluate (0: no limit)"),
-    seed=(lambda s: int(s), "seed of the initialisation, dropout and batch order"), amp=("bool", "bf16 autocast on a GPU"),
-    carry_state=("bool", "train on --batch-size contiguous streams, carrying every layer's state (detached) from step to step "
-                         "(truncated backprop through time; prepares a model for full-context evaluation; the softmax Transformer carries nothing; "
-                         "a data-parallel resume restarts the carried state from zero)"),
-)
-
-def _preset_vals(name):
-    return ", ".join(f"{p}: {make_lm_config(p).to_dict()[name]}" for p in LM_PRESETS)
+DATA_FIELDS = ("data_dir", "train_file", "valid_file", "test_file", "text", "valid_frac")  # the data group's options (below)
+LM_CHOICES = dict(model=list(LAYERS), head=list(HEADS), impl=list(IMPLS), optimizer=["adam", "adamw"], schedule=["cosine", "constant"])
 
 # %% ../nbs/08_language_modelling.ipynb #5a1c0e11
 def _data_args(p):
@@ -733,7 +712,7 @@ def _run_args(p, threads_default="the preset's"):
     r.add_argument("--threads", type=_pos, default=None, help=f"torch CPU threads (default: {threads_default})")
 
 def _train_parser(sub):
-    "`rfwp train lm`: data, every `LM_OPTIONS` field, and the run options."
+    "`rfwp train lm`: data, every other `LMTrainConfig` field (help: the field's comment), and the run options."
     t = sub.add_parser("train", prog="rfwp train lm", formatter_class=_Fmt, help="train a language model", description=(
         "Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text file at "
         "character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
@@ -741,11 +720,7 @@ def _train_parser(sub):
     t.add_argument("--preset", choices=list(LM_PRESETS), default="laptop", help=" ".join(f"{k.upper()}: {v.why}" for k, v in LM_PRESETS.items()).replace("%", "%%"))
     _data_args(t)
     g = t.add_argument_group("config (unset options take the preset's value)")
-    for name, (kind, help) in LM_OPTIONS.items():
-        opt, extra = "--" + name.replace("_", "-"), f" [{_preset_vals(name)}]"
-        if kind == "bool": g.add_argument(opt, action=argparse.BooleanOptionalAction, default=None, help=help + extra)
-        elif isinstance(kind, list): g.add_argument(opt, choices=kind, default=None, help=help + extra)
-        else: g.add_argument(opt, type=kind, default=None, metavar=name.upper(), help=help + extra)
+    add_config_args(g, LMTrainConfig, LM_PRESETS, choices=LM_CHOICES, skip=DATA_FIELDS)
     r = t.add_argument_group("run")
     r.add_argument("--run-dir", default=None, help="where the run's files go (default: runs/lm-<data>-<model>-<preset>)")
     r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in LM_RESUMABLE)} may change)")
@@ -835,10 +810,11 @@ def _load_run(path, which="best") -> tuple[dict, SeqModel, Path]:
 
 def cmd_train(a) -> int:
     "`rfwp train lm`: build the config from the preset and the given options, train, print where the files went."
-    given = {k: getattr(a, k) for k in LM_OPTIONS if getattr(a, k) is not None}
+    given = given_args(a, LMTrainConfig, skip=DATA_FIELDS)
     given.update({k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
                                     ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None})
-    cfg = make_lm_config(a.preset, **given)
+    try: cfg = make_lm_config(a.preset, **given)
+    except ValueError as e: raise ValueError(option_error(e, LMTrainConfig)) from None
     src = Path(cfg.text).stem if cfg.text else (Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103")
     run_dir = a.run_dir or f"runs/lm-{src}-{cfg.model}-{a.preset}"
     r = train_lm(cfg, run_dir, a.cache_dir, a.resume, a.overwrite, a.device, a.threads or LM_PRESETS[a.preset].threads,
@@ -917,7 +893,7 @@ def main(argv:list[str]|None=None) -> int:
     a = p.parse_args(argv)
     name = {"train": "rfwp train lm", "eval": "rfwp eval lm", "generate": "rfwp generate"}.get(a.command, f"python -m rfwp.lm {a.command}")
     try: return {"train": cmd_train, "eval": cmd_eval, "generate": cmd_generate}.get(a.command, cmd_bench)(a)
-    except (CheckpointError, DataError, ValueError) as e:
+    except (CheckpointError, DataError, ValueError, RunFileError) as e:
         print(f"{name}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr); return 130

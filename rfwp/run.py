@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/run.html.md"""
 
 # %% ../nbs/07a_run.ipynb #08bdeb7b
 from __future__ import annotations
-import contextlib, csv, dataclasses, fcntl, inspect, io, json, math, os, random, signal, sys, textwrap, threading, time, tokenize, uuid
+import contextlib, csv, dataclasses, fcntl, inspect, io, json, math, os, random, re, signal, sys, textwrap, threading, time, tokenize, uuid
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -18,8 +18,8 @@ __all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'Dist', 'setup_dist', 'processe
            'atomic_write', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'rng_state',
            'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json', 'DirLock', 'RunDir', 'Signals',
            'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves', 'lr_schedule', 'config_help', 'Preset',
-           'make_config', 'from_dict', 'add_config_args', 'given_args', 'Task', 'Progress', 'checkpoint_state',
-           'restore', 'fit']
+           'make_config', 'from_dict', 'add_config_args', 'option_error', 'given_args', 'Task', 'Progress',
+           'checkpoint_state', 'restore', 'fit']
 
 # %% ../nbs/07a_run.ipynb #0fbdd477
 @dataclass
@@ -466,6 +466,11 @@ def add_config_args(parser, # an `argparse.ArgumentParser` (or group)
         else: parser.add_argument(opt, type=_parse(type(default), f.name), default=None, metavar=f.name.upper(), help=h)
 
 def _show(v): return ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
+
+def option_error(e:Exception, cls) -> str:
+    "A config error as the command line says it: 'lr: must be >= 0' becomes 'argument --lr: lr: must be >= 0'."
+    m, names = re.match(r"(\w+): ", str(e)), {f.name for f in fields(cls)}
+    return f"argument --{m.group(1).replace('_', '-')}: {e}" if m and m.group(1) in names else str(e)
 
 def given_args(args, cls, skip=()) -> dict:
     "The config fields set on the command line (the ones not None), but `skip`."

@@ -235,7 +235,7 @@ def test_cli_errors(text_file, tmp_path, capsys):
     rc, out, err = cli(capsys, "eval", "lm", tmp_path / "nothing")
     assert rc == 2 and "no such checkpoint" in err
     rc, out, err = cli(capsys, "train", "lm", "--text", text_file, "--context", "0")
-    assert rc == 2 and "--context" in err and "positive integer" in err
+    assert rc == 2 and "--context" in err and "must be >= 1" in err
 
 def test_older_lm_checkpoint_is_a_clear_error(tmp_path, capsys):
     "A checkpoint of the former LMModel (its model config had no `positions`): one line naming the file, for eval and generate."
