@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from .layers import LAYERS, make_layer, reset_state, detach_state, _map_state
+from .layers import LAYERS, make_layer, reset_state, detach_state, map_state
 from .models import count_params
 from .utils import require, IMPLS
 from fastcore.basics import patch
@@ -410,7 +410,7 @@ class _Actors:
 
 def _slice_batch(batch:dict, idx:Tensor) -> dict:
     "Games `idx` of a batch of unrolls: every tensor, and every tensor of the core state, indexed on the batch dimension."
-    return {k: _map_state(lambda t: t[idx], x) if k == "state" else x[idx] for k, x in batch.items()}
+    return {k: map_state(lambda t: t[idx], x) if k == "state" else x[idx] for k, x in batch.items()}
 
 # %% ../nbs/09_atari.ipynb #ff08ac88
 class AtariTask(Task):

@@ -16,9 +16,9 @@ from .ops.fastnets import delta_rnn, delta_lstm, delta_delta, delta_mlp
 from .ops.rdn import recurrent_delta_rule, init_rdn_weights
 
 # %% auto #0
-__all__ = ['LAYERS', 'LayerConfig', 'register', 'detach_state', 'reset_state', 'FeedForward', 'Block', 'FWPBlock', 'LinearBlock',
-           'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock', 'DeltaRNNBlock', 'DeltaLSTMBlock', 'RDNBlock',
-           'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock', 'make_layer']
+__all__ = ['LAYERS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block', 'FWPBlock',
+           'LinearBlock', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock', 'DeltaRNNBlock', 'DeltaLSTMBlock',
+           'RDNBlock', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock', 'make_layer']
 
 # %% ../nbs/06_layers.ipynb #5ab46e33
 LAYERS: dict = {}  # kind -> Block subclass, filled by `register` below
@@ -62,17 +62,17 @@ def register(kind:str, # the name used in configs, e.g. "delta"
     return deco
 
 # %% ../nbs/06_layers.ipynb #80ae092b
-def _map_state(f, state):
+def map_state(f, state):
     "Apply `f` to every tensor of a (nested tuple/list) state; None stays None."
     if state is None: return None
     if isinstance(state, Tensor): return f(state)
-    if isinstance(state, (tuple, list)): return type(state)(_map_state(f, s) for s in state)
+    if isinstance(state, (tuple, list)): return type(state)(map_state(f, s) for s in state)
     raise TypeError(f"state must be a tensor or a tuple/list of them, got {type(state).__name__}")
 
 def detach_state(state, # a block's state tuple, a model's list of them, or None
                 ):
     "Detach every tensor of a state from the autograd graph (truncated backprop between segments)."
-    return _map_state(Tensor.detach, state)
+    return map_state(Tensor.detach, state)
 
 def reset_state(state, # a block's state tuple, a model's list of them, or None
                 mask:Tensor, # (B,) True where the state is to be zeroed (e.g. an episode ended)
@@ -86,7 +86,7 @@ def reset_state(state, # a block's state tuple, a model's list of them, or None
             raise ValueError(f"reset_state: `mask` has {mask.shape[0]} entries but a state tensor has batch size {t.shape[0]} (shape {tuple(t.shape)})")
         m = mask.to(t.device).view(-1, *[1] * (t.dim() - 1))
         return torch.where(m, torch.zeros((), dtype=t.dtype, device=t.device), t)
-    return _map_state(f, state)
+    return map_state(f, state)
 
 # %% ../nbs/06_layers.ipynb #13c24b42
 class FeedForward(nn.Module):

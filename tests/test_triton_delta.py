@@ -151,7 +151,7 @@ def test_half_precision(dtype, tol, fn):
 # ---------------------------------------------------------------- errors
 
 def test_nan_fill_is_on():
-    assert td._new(3, dtype=torch.float32, device=DEV).isnan().all()
+    assert td.new_buffer(3, dtype=torch.float32, device=DEV).isnan().all()
 
 def test_bad_input_raises():
     q, k, v, b, S0 = [t.float().to(DEV) for t in delta_inputs(1, 8, 1, 16, 16)]

@@ -195,7 +195,7 @@ def test_half_precision(name, dtype, tol):
 # ---------------------------------------------------------------- errors and dispatch
 
 def test_nan_fill_is_on():
-    assert ts._new(3, dtype=torch.float32, device=DEV).isnan().all()
+    assert ts.new_buffer(3, dtype=torch.float32, device=DEV).isnan().all()
 
 def test_bad_input_raises():
     x = [t.float().to(DEV) for t in rdn_inputs(1, 4, 1, 8)]

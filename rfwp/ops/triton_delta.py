@@ -15,10 +15,10 @@ from ..utils import check_shapes, check_dtypes
 
 # %% auto #0
 __all__ = ['NAN_FILL', 'SUPPORTED_DTYPES', 'MAX_HEAD_DIM', 'fused_recurrent_delta_fwd_kernel', 'fused_recurrent_delta_bwd_kernel',
-           'FusedRecurrentDeltaRule', 'chunk_delta_wy_fwd_kernel', 'chunk_state_fwd_kernel', 'chunk_output_kernel',
-           'chunk_bwd_du_local_kernel', 'chunk_state_bwd_kernel', 'chunk_bwd_dqk_kernel', 'ChunkDeltaRule',
-           'ChunkLinearAttention', 'triton_unsupported', 'check_triton', 'fused_recurrent_delta_rule',
-           'chunk_delta_rule', 'chunk_linear_attention', 'triton_delta_rule']
+           'new_buffer', 'interpreting', 'FusedRecurrentDeltaRule', 'chunk_delta_wy_fwd_kernel',
+           'chunk_state_fwd_kernel', 'chunk_output_kernel', 'chunk_bwd_du_local_kernel', 'chunk_state_bwd_kernel',
+           'chunk_bwd_dqk_kernel', 'ChunkDeltaRule', 'ChunkLinearAttention', 'triton_unsupported', 'check_triton',
+           'fused_recurrent_delta_rule', 'chunk_delta_rule', 'chunk_linear_attention', 'triton_delta_rule']
 
 # %% ../../nbs/05_triton.ipynb #9797ca6c
 @triton.jit
@@ -115,17 +115,19 @@ NAN_FILL = False          # set True (tests do) to fill every kernel output with
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_HEAD_DIM = 256
 
-def _new(*shape, dtype, device):
+def new_buffer(*shape, dtype, device):
     "A fresh buffer for a kernel to fill (NaN-filled when `NAN_FILL`, so unwritten elements show)."
     if NAN_FILL: return torch.full(shape, float("nan"), dtype=dtype, device=device)
     return torch.empty(shape, dtype=dtype, device=device)
 
-def _interpret() -> bool: return os.environ.get("TRITON_INTERPRET", "0") == "1"
+def interpreting() -> bool:
+    "True under `TRITON_INTERPRET=1` (the kernels run on the CPU, for tests)."
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 def _fr_block_v(V, block_v, bwd):
     "Value columns per program of the fused recurrent kernels."
     if block_v is not None: return block_v
-    if _interpret(): return triton.next_power_of_2(V)
+    if interpreting(): return triton.next_power_of_2(V)
     return min(triton.next_power_of_2(V), 32 if bwd else 8)
 
 # %% ../../nbs/05_triton.ipynb #f518cb2a
@@ -136,9 +138,9 @@ class FusedRecurrentDeltaRule(torch.autograd.Function):
         B, T, H, K = q.shape; V = v.shape[-1]
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, block_v, False)
-        o = _new(B, T, H, V, dtype=q.dtype, device=q.device)
-        vbar = _new(B, T, H, V, dtype=torch.float32, device=q.device)            # v̄_t, for the reversal
-        ST = _new(B, H, K, V, dtype=torch.float32, device=q.device)
+        o = new_buffer(B, T, H, V, dtype=q.dtype, device=q.device)
+        vbar = new_buffer(B, T, H, V, dtype=torch.float32, device=q.device)            # v̄_t, for the reversal
+        ST = new_buffer(B, H, K, V, dtype=torch.float32, device=q.device)
         fused_recurrent_delta_fwd_kernel[(triton.cdiv(V, BV), B * H)](
             q, k, v, beta, o, vbar, S0 if S0 is not None else ST, ST, T,
             H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=S0 is not None, num_warps=1)
@@ -153,9 +155,9 @@ class FusedRecurrentDeltaRule(torch.autograd.Function):
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, ctx.block_v, True)
         NV = triton.cdiv(V, BV)
         part = q.dtype if NV == 1 else torch.float32                              # partial sums in fp32
-        dq, dk = _new(NV, B, T, H, K, dtype=part, device=q.device), _new(NV, B, T, H, K, dtype=part, device=q.device)
-        dbeta, dv = _new(NV, B, T, H, dtype=part, device=q.device), _new(B, T, H, V, dtype=q.dtype, device=q.device)
-        dS0 = _new(B, H, K, V, dtype=S0.dtype, device=q.device) if S0 is not None else None
+        dq, dk = new_buffer(NV, B, T, H, K, dtype=part, device=q.device), new_buffer(NV, B, T, H, K, dtype=part, device=q.device)
+        dbeta, dv = new_buffer(NV, B, T, H, dtype=part, device=q.device), new_buffer(B, T, H, V, dtype=q.dtype, device=q.device)
+        dS0 = new_buffer(B, H, K, V, dtype=S0.dtype, device=q.device) if S0 is not None else None
         fused_recurrent_delta_bwd_kernel[(NV, B * H)](
             q, k, v, beta, vbar, ST, do.contiguous(), dST.contiguous() if dST is not None else ST,
             dq, dk, dv, dbeta, dS0 if dS0 is not None else ST, T,
@@ -398,7 +400,7 @@ def chunk_bwd_dqk_kernel(
 # %% ../../nbs/05_triton.ipynb #aafcec79
 def _dot_dtype(dtype):
     "The operand dtype of the kernels' tl.dot: the input dtype (fp32 for bf16 under the interpreter)."
-    if dtype == torch.bfloat16: return tl.float32 if _interpret() else tl.bfloat16
+    if dtype == torch.bfloat16: return tl.float32 if interpreting() else tl.bfloat16
     return {torch.float16: tl.float16, torch.float32: tl.float32}[dtype]
 
 def _pow2(n, lo=16): return max(lo, triton.next_power_of_2(n))
@@ -411,12 +413,12 @@ def _chunk_fwd(q, k, v, beta, S0, BT, prec, delta):
     c = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DT=_dot_dtype(dt), PREC=prec if dt == torch.float32 else "ieee")
     x = w = None; u = v
     if delta:
-        x, w, u = _new(B, T, H, BT, dtype=torch.float32, device=dev), _new(B, T, H, K, dtype=dt, device=dev), _new(B, T, H, V, dtype=dt, device=dev)
+        x, w, u = new_buffer(B, T, H, BT, dtype=torch.float32, device=dev), new_buffer(B, T, H, K, dtype=dt, device=dev), new_buffer(B, T, H, V, dtype=dt, device=dev)
         chunk_delta_wy_fwd_kernel[(NT, B * H)](k, v, beta, x, w, u, T, **c, num_warps=4)
-    h, ST = _new(B, H, NT, K, V, dtype=dt, device=dev), _new(B, H, K, V, dtype=torch.float32, device=dev)
+    h, ST = new_buffer(B, H, NT, K, V, dtype=dt, device=dev), new_buffer(B, H, K, V, dtype=torch.float32, device=dev)
     chunk_state_fwd_kernel[(NV, B * H)](k, w if delta else k, u, h, S0 if S0 is not None else ST, ST, T, **c,
                                         DELTA=delta, USE_INITIAL_STATE=S0 is not None, num_warps=4)
-    o = _new(B, T, H, V, dtype=dt, device=dev)
+    o = new_buffer(B, T, H, V, dtype=dt, device=dev)
     chunk_output_kernel[(NV, NT, B * H)](q, k, u, h, o, T, **c, num_warps=4)
     return o, ST, (x, w, u, h)
 
@@ -427,15 +429,15 @@ def _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, BT, prec, delta):
     NV, dev, dt = triton.cdiv(V, BV), q.device, q.dtype
     c = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DT=_dot_dtype(dt), PREC=prec if dt == torch.float32 else "ieee")
     do = do.contiguous()
-    du = _new(B, T, H, V, dtype=dt, device=dev)
+    du = new_buffer(B, T, H, V, dtype=dt, device=dev)
     chunk_bwd_du_local_kernel[(NV, NT, B * H)](q, k, do, du, T, **c, num_warps=4)
-    dh = _new(B, H, NT, K, V, dtype=dt, device=dev)
-    dS0 = _new(B, H, K, V, dtype=S0.dtype, device=dev) if S0 is not None else None
+    dh = new_buffer(B, H, NT, K, V, dtype=dt, device=dev)
+    dS0 = new_buffer(B, H, K, V, dtype=S0.dtype, device=dev) if S0 is not None else None
     chunk_state_bwd_kernel[(NV, B * H)](q, k, w if delta else k, do, du, dh, dST.contiguous() if dST is not None else dh,
         dS0 if dS0 is not None else dh, T, **c, DELTA=delta, USE_INITIAL_STATE=S0 is not None,
         USE_FINAL_STATE_GRADIENT=dST is not None, num_warps=4, num_stages=1)
-    dq, dk = _new(B, T, H, K, dtype=dt, device=dev), _new(B, T, H, K, dtype=dt, device=dev)
-    dv, dbeta = (_new(B, T, H, V, dtype=dt, device=dev), _new(B, T, H, dtype=dt, device=dev)) if delta else (du, None)
+    dq, dk = new_buffer(B, T, H, K, dtype=dt, device=dev), new_buffer(B, T, H, K, dtype=dt, device=dev)
+    dv, dbeta = (new_buffer(B, T, H, V, dtype=dt, device=dev), new_buffer(B, T, H, dtype=dt, device=dev)) if delta else (du, None)
     if dt == torch.float32 and BK >= 128: c["BV"] = 32                    # float32 blocks: shared memory
     chunk_bwd_dqk_kernel[(NT, B * H)](q, k, v, u, beta if delta else q, x if delta else q, h, dh, do, du,
         dq, dk, dv if delta else dq, dbeta if delta else dq, T, **c, DELTA=delta,
@@ -480,7 +482,7 @@ def triton_unsupported(q:Tensor, # queries (B, T, H, Dk)
                        chunk_size:int|None=None, # the requested chunk size, if any
                       ) -> str|None:
     "Why the Triton kernels cannot run on these inputs, or None when they can."
-    if not (q.is_cuda or _interpret()):
+    if not (q.is_cuda or interpreting()):
         return (f"impl='triton' needs CUDA tensors, got tensors on {q.device}; "
                 "set TRITON_INTERPRET=1 to run the kernels on the CPU (slow), or use impl='torch'")
     if q.dtype not in SUPPORTED_DTYPES:

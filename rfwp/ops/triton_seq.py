@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 import triton
 import triton.language as tl
-from .triton_delta import _new, _interpret, SUPPORTED_DTYPES
+from .triton_delta import new_buffer, interpreting, SUPPORTED_DTYPES
 import rfwp.ops.triton_delta as _td
 
 # %% auto #0
@@ -170,9 +170,9 @@ class RecurrentDeltaRuleTriton(torch.autograd.Function):
         xq, xk, xv, xb = xq.contiguous(), xk.contiguous(), xv.contiguous(), xb.contiguous()
         W = [w.contiguous() for w in (R_q, R_k, R_v, r_b)]
         dev, BD = xq.device, _bd(D)
-        o = _new(B, T, H, D, dtype=xq.dtype, device=dev)
-        hs, us = _new(B, T, H, D, dtype=torch.float32, device=dev), _new(B, T, H, D, dtype=torch.float32, device=dev)
-        ST, yT = _new(B, H, D, D, dtype=torch.float32, device=dev), _new(B, H, D, dtype=torch.float32, device=dev)
+        o = new_buffer(B, T, H, D, dtype=xq.dtype, device=dev)
+        hs, us = new_buffer(B, T, H, D, dtype=torch.float32, device=dev), new_buffer(B, T, H, D, dtype=torch.float32, device=dev)
+        ST, yT = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
         use0 = S0 is not None
         rdn_fwd_kernel[(B * H,)](xq, xk, xv, xb, *W, S0 if use0 else ST, y0 if use0 else yT, o, hs, us, ST, yT, T,
                                  H=H, D=D, BD=BD, USE_INITIAL_STATE=use0, num_warps=_warps(BD))
@@ -188,10 +188,10 @@ class RecurrentDeltaRuleTriton(torch.autograd.Function):
         do = torch.zeros_like(xq) if do is None else do.contiguous()
         dST = torch.zeros_like(ST) if dST is None else dST.float().contiguous()
         dyT = ST.new_zeros(B, H, D) if dyT is None else dyT.float().contiguous()
-        dxq, dxk, dxv = (_new(B, T, H, D, dtype=xq.dtype, device=dev) for _ in range(3))
-        dxb = _new(B, T, H, dtype=xb.dtype, device=dev)
-        dW, drb = _new(3, B, H, D, D, dtype=torch.float32, device=dev), _new(B, H, D, dtype=torch.float32, device=dev)
-        dS0, dy0 = _new(B, H, D, D, dtype=torch.float32, device=dev), _new(B, H, D, dtype=torch.float32, device=dev)
+        dxq, dxk, dxv = (new_buffer(B, T, H, D, dtype=xq.dtype, device=dev) for _ in range(3))
+        dxb = new_buffer(B, T, H, dtype=xb.dtype, device=dev)
+        dW, drb = new_buffer(3, B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
+        dS0, dy0 = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
         rdn_bwd_kernel[(B * H,)](xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST, do, dST, dyT,
                                  dxq, dxk, dxv, dxb, dW[0], dW[1], dW[2], drb, dS0, dy0, T, H=H, D=D, BD=BD, num_warps=_warps(BD))
         dW, drb = dW.sum(1).to(Rq.dtype), drb.sum(0).to(rb.dtype)
@@ -281,9 +281,9 @@ class DeltaRNNRecurrenceTriton(torch.autograd.Function):
         B, T, H, D = z.shape
         z, kr, vr, br = z.contiguous(), kr.contiguous(), vr.contiguous(), br.contiguous()
         dev, BD = z.device, _bd(D)
-        o = _new(B, T, H, D, dtype=z.dtype, device=dev)
-        yp, es = _new(B, T, H, D, dtype=torch.float32, device=dev), _new(B, T, H, D, dtype=torch.float32, device=dev)
-        RT, yT = _new(B, H, D, D, dtype=torch.float32, device=dev), _new(B, H, D, dtype=torch.float32, device=dev)
+        o = new_buffer(B, T, H, D, dtype=z.dtype, device=dev)
+        yp, es = new_buffer(B, T, H, D, dtype=torch.float32, device=dev), new_buffer(B, T, H, D, dtype=torch.float32, device=dev)
+        RT, yT = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
         use0 = R0 is not None
         rnn_rec_fwd_kernel[(B * H,)](z, kr, vr, br, R0 if use0 else RT, y0 if use0 else yT, o, yp, es, RT, yT, T,
                                      H=H, D=D, BD=BD, USE_INITIAL_STATE=use0, num_warps=_warps(BD))
@@ -299,10 +299,10 @@ class DeltaRNNRecurrenceTriton(torch.autograd.Function):
         do = torch.zeros_like(yp) if do is None else do.contiguous()
         dRT = torch.zeros_like(RT) if dRT is None else dRT.float().contiguous()
         dyT = RT.new_zeros(B, H, D) if dyT is None else dyT.float().contiguous()
-        dz = _new(B, T, H, D, dtype=ctx.zdtype, device=dev)
-        dkr, dvr = _new(B, T, H, D, dtype=kr.dtype, device=dev), _new(B, T, H, D, dtype=kr.dtype, device=dev)
-        dbr = _new(B, T, H, dtype=br.dtype, device=dev)
-        dR0, dy0 = _new(B, H, D, D, dtype=torch.float32, device=dev), _new(B, H, D, dtype=torch.float32, device=dev)
+        dz = new_buffer(B, T, H, D, dtype=ctx.zdtype, device=dev)
+        dkr, dvr = new_buffer(B, T, H, D, dtype=kr.dtype, device=dev), new_buffer(B, T, H, D, dtype=kr.dtype, device=dev)
+        dbr = new_buffer(B, T, H, dtype=br.dtype, device=dev)
+        dR0, dy0 = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
         rnn_rec_bwd_kernel[(B * H,)](kr, br, yp, es, RT, do, dRT, dyT, dz, dkr, dvr, dbr, dR0, dy0, T,
                                      H=H, D=D, BD=BD, num_warps=_warps(BD))
         return (dz, dkr, dvr, dbr) + ((dR0, dy0) if ctx.has0 else (None, None))
@@ -440,9 +440,9 @@ class DeltaLSTMRecurrenceTriton(torch.autograd.Function):
         z, kr, vr, br = z.contiguous(), kr.contiguous(), vr.contiguous(), br.contiguous()
         dev, BD = z.device, _bd(D)
         f32 = dict(dtype=torch.float32, device=dev)
-        o = _new(B, T, H, D, dtype=z.dtype, device=dev)
-        hp, cp, es = _new(B, T, H, D, **f32), _new(B, T, H, D, **f32), _new(B, T, H, 3, D, **f32)
-        RT, hT, cT = _new(B, H, 3, D, D, **f32), _new(B, H, D, **f32), _new(B, H, D, **f32)
+        o = new_buffer(B, T, H, D, dtype=z.dtype, device=dev)
+        hp, cp, es = new_buffer(B, T, H, D, **f32), new_buffer(B, T, H, D, **f32), new_buffer(B, T, H, 3, D, **f32)
+        RT, hT, cT = new_buffer(B, H, 3, D, D, **f32), new_buffer(B, H, D, **f32), new_buffer(B, H, D, **f32)
         use0 = R0 is not None
         lstm_rec_fwd_kernel[(B * H,)](z, kr, vr, br, R0 if use0 else RT, h0 if use0 else hT, c0 if use0 else cT,
                                       o, hp, cp, es, RT, hT, cT, T, H=H, D=D, BD=BD, USE_INITIAL_STATE=use0, num_warps=_warps(BD))
@@ -460,9 +460,9 @@ class DeltaLSTMRecurrenceTriton(torch.autograd.Function):
         dRT = torch.zeros_like(RT) if dRT is None else dRT.float().contiguous()
         dhT = RT.new_zeros(B, H, D) if dhT is None else dhT.float().contiguous()
         dcT = RT.new_zeros(B, H, D) if dcT is None else dcT.float().contiguous()
-        dz, dkr, dvr = (_new(B, T, H, 3, D, dtype=z.dtype, device=dev) for _ in range(3))
-        dbr = _new(B, T, H, 3, dtype=br.dtype, device=dev)
-        dR0, dh0, dc0 = _new(B, H, 3, D, D, **f32), _new(B, H, D, **f32), _new(B, H, D, **f32)
+        dz, dkr, dvr = (new_buffer(B, T, H, 3, D, dtype=z.dtype, device=dev) for _ in range(3))
+        dbr = new_buffer(B, T, H, 3, dtype=br.dtype, device=dev)
+        dR0, dh0, dc0 = new_buffer(B, H, 3, D, D, **f32), new_buffer(B, H, D, **f32), new_buffer(B, H, D, **f32)
         lstm_rec_bwd_kernel[(B * H,)](z, kr, br, hp, cp, es, RT, do, dRT, dhT, dcT, dz, dkr, dvr, dbr, dR0, dh0, dc0, T,
                                       H=H, D=D, BD=BD, num_warps=_warps(BD))
         return (dz, dkr, dvr, dbr) + ((dR0, dh0, dc0) if ctx.has0 else (None, None, None))
@@ -473,7 +473,7 @@ MAX_HEAD_DIM = 128   # S (and R_q, R_k, R_v, dR) live on chip: D × D blocks of 
 def seq_unsupported(x:Tensor, # any per-step input (B, T, H, D)
                    ) -> str|None:
     "Why the sequential Triton kernels cannot run on these inputs, or None when they can."
-    if not (x.is_cuda or _interpret()):
+    if not (x.is_cuda or interpreting()):
         return (f"impl='triton' needs CUDA tensors, got tensors on {x.device}; "
                 "set TRITON_INTERPRET=1 to run the kernels on the CPU (slow), or use impl='torch'")
     if x.dtype not in SUPPORTED_DTYPES:
