@@ -92,7 +92,7 @@ def subparser(parser:argparse.ArgumentParser, name:str) -> argparse.ArgumentPars
 # %% ../nbs/11_cli.ipynb #81fcb5b8
 def default_run_dir(cfg:TrainConfig, preset:str) -> str:
     "runs/<task and its parameter>-<model>-<preset>."
-    t = f"listops-d{cfg.depth}" if cfg.task == "listops" else f"codeexec-v{cfg.n_vars}"
+    t = f"listops-d{cfg.depth}" if cfg.task == "listops" else f"codeexec-v{cfg.n_vars}-n{cfg.n_statements}"
     return f"runs/{t}-{cfg.model}-{preset}"
 
 def cmd_train(a:argparse.Namespace, parser) -> int:

@@ -213,7 +213,7 @@ TASKS = dict(
     listops=dict(objective="sequence", src_vocab=LISTOPS_SRC_VOCAB, tgt_vocab=LISTOPS_TGT_VOCAB,
                  about="sequential ListOps: the value of a nested MIN/MAX/FIRST expression, from the last token"),
     codeexec=dict(objective="token", src_vocab=CODE_SRC_VOCAB, tgt_vocab=CODE_TGT_VOCAB,
-                  about="code execution: the printed value at every print of a 100-statement program"),
+                  about="code execution: the printed value at every print of a program (100 statements in the paper)"),
 )
 
 # %% ../nbs/07_algorithmic.ipynb #cc5208de
