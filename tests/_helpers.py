@@ -20,3 +20,14 @@ def outputs_and_grads(fn, inputs, seed=1):
     loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in outs)
     loss.backward()
     return outs + [None if x is None else x.grad for x in xs]
+
+def check_state_passed_through(S0, S, *, shape=None, dtype=None):
+    """At T = 0 the final state is the initial one: a copy equal to `S0` whose gradient reaches `S0` as the identity;
+    without an initial state, zeros of `shape` and `dtype`."""
+    from rfwp.utils import assert_close
+    if S0 is not None:
+        assert S is not S0
+        assert_close("S_T", S0, S, 0)
+        g = torch.randn_like(S); S.backward(g)
+        assert_close("dS0", g, S0.grad, 0)
+    else: assert S.shape == shape and S.dtype == dtype and not S.any()
