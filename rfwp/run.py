@@ -336,12 +336,15 @@ def plot_curves(rows:list[dict], # metric rows
                 log_y=(), # panels drawn on a log scale
                 percent=(), # columns drawn as percentages (x 100)
                 styles:dict|None=None, # value of `by` -> matplotlib format ("o-", "."); default: `STYLES`, else a line
+                ncols:int=0, # panels per row (0: all in one row)
                ):
     "One figure, one axis per panel: each column against `x`, one line per group of `by`; saved atomically as a PNG."
     from matplotlib.figure import Figure
     styles = {**STYLES, **(styles or {})}
-    fig = Figure(figsize=(4.5 * len(panels), 3.4))
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    nc = min(ncols or len(panels), len(panels)); nr = -(-len(panels) // nc)
+    fig = Figure(figsize=(4.5 * nc, 3.4 * nr))
+    axes = fig.subplots(nr, nc, squeeze=False).flatten()
+    for ax in axes[len(panels):]: ax.set_axis_off()
     groups = list(dict.fromkeys(r.get(by) for r in rows))
     for ax, (label, cols) in zip(axes, panels.items()):
         cols = [cols] if isinstance(cols, str) else list(cols)

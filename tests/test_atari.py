@@ -109,7 +109,12 @@ def test_impala_loss_parts():
     want = (-(logp.gather(-1, actions[..., None])[..., 0] * adv).sum() + 0.25 * ((vs - values[:, :-1]) ** 2).sum()
             + 0.01 * (logp.exp() * logp).sum())
     torch.testing.assert_close(loss, want)
-    assert abs(parts["rho_mean"] - 1) < 1e-12
+    assert abs(parts["log_rho_abs"]) < 1e-12 and abs(parts["kl"]) < 1e-12            # on-policy: behaviour == learner
+    test_ev = 1 - ((vs - values[:, :-1].detach()).var() / vs.var()).item()
+    assert abs(parts["value_ev"] - test_ev) < 1e-9
+    assert abs(parts["entropy"] + (logp.exp() * logp).sum(-1).mean().item()) < 1e-9
+    _, off = impala_loss(logits, values, actions, torch.zeros(B, T, A, dtype=torch.float64), rewards, dones, 0.9, 0.5, 0.01)
+    assert off["kl"] > 0 and off["log_rho_abs"] > 0                                   # a uniform behaviour policy differs
 
 # ---------------------------------------------------------------- cores: state resets and step == unroll
 def _cores(n_in=9):
@@ -168,11 +173,11 @@ def test_step_by_step_equals_unroll_with_dones(kind):
     torch.testing.assert_close(torch.cat(ys, 1), y, rtol=1e-10, atol=1e-10)
     for a, b in zip(_flat(st), _flat(s)): torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
-@pytest.mark.parametrize("core", ["lstm", "rdn"])
-def test_agent_step_vs_unroll_and_gradients(core):
+@pytest.mark.parametrize("core,heads", [("lstm", "core"), ("rdn", "core"), ("lstm", "core+cnn")])
+def test_agent_step_vs_unroll_and_gradients(core, heads):
     "The whole agent (Nature CNN + reward + core): stepping == unroll, and the unroll's gradient reaches every parameter."
     torch.manual_seed(0)
-    net = AtariNet(AgentConfig(core=core, encoder="nature", impl="torch")).double()
+    net = AtariNet(AgentConfig(core=core, encoder="nature", impl="torch", heads=heads)).double()
     B, T = 2, 6
     obs = torch.randint(0, 256, (B, T, 4, 84, 84), dtype=torch.uint8)
     rew, done = torch.randn(B, T).clamp(-1, 1), torch.zeros(B, T, dtype=torch.bool); done[1, 3] = True
@@ -184,6 +189,10 @@ def test_agent_step_vs_unroll_and_gradients(core):
     torch.testing.assert_close(torch.cat(out, 1), torch.cat([lg, v[..., None]], -1).detach(), rtol=1e-10, atol=1e-10)
     (lg.sum() + v.sum()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+    with torch.no_grad():
+        *_, z = net(obs, rew, done, net.initial_state(B), features=True)
+        torch.testing.assert_close(z, net.encoder(obs.flatten(0, 1).double() / 255).view(B, T, -1))
+    assert net.policy.in_features == net.core.n_out + (512 if heads == "core+cnn" else 0)
 
 def test_impala_encoder_shapes():
     net = AtariNet(AgentConfig(core="delta", encoder="impala", n_actions=4))
@@ -243,6 +252,8 @@ def test_agent_config_errors():
     with pytest.raises(ValueError, match="n_envs"): make_config("laptop", n_envs=0)
     with pytest.raises(ValueError, match="preset"): make_config("desktop")
     with pytest.raises(ValueError, match="close matches"): make_config("laptop", game="pongg")
+    with pytest.raises(ValueError, match="heads: unknown choice 'cnn'"): make_config("laptop", heads="cnn").validate()
+    with pytest.raises(ValueError, match="rms_init: must be >= 0"): make_config("laptop", rms_init=-1.0).validate()
 
 # ---------------------------------------------------------------- training: exact resume, run dirs, CLI
 TINY = dict(game="pong", encoder="nature", n_envs=2, unroll=5, frames=2 * 5 * 4 * 6, log_every=1, ckpt_every=2)
@@ -307,7 +318,7 @@ def test_cli_errors(args, msg, capsys):
 def test_cli_help_and_list_games(capsys):
     with pytest.raises(SystemExit): main(["train", "--help"])
     h = capsys.readouterr().out
-    for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 4000000"): assert opt in h
+    for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 7000000", "--heads", "--rms-init"): assert opt in h
     assert main(["train", "--list-games"]) == 0 and "space_invaders" in capsys.readouterr().out
 
 def test_torchrun_two_learners(tmp_path):
@@ -326,11 +337,34 @@ def test_torchrun_two_learners(tmp_path):
     assert "2 x 2 games" in r.stdout
 
 # ---------------------------------------------------------------- the learner learns (a task that needs no luck)
-@pytest.mark.parametrize("core", ["lstm", "rdn"])
-def test_learner_learns_a_pixel_bandit(tmp_path, core):
+@pytest.mark.parametrize("core,heads", [("lstm", "core"), ("rdn", "core"), ("rdn", "core+cnn")])
+def test_learner_learns_a_pixel_bandit(tmp_path, core, heads):
     # a random policy scores 20/6 = 3.3 per episode, the best 20; a sign or alignment error in the loss, V-trace or
-    # the actor/learner bookkeeping keeps the score near 3.3 (actions one step off: ≈ 1, checked)
-    cfg = make_config("laptop", core=core, unroll=20, frames=8 * 20 * 4 * 30, log_every=5, ckpt_every=1000)
+    # the actor/learner bookkeeping keeps the score near 3.3 (actions one step off: ≈ 1, checked); measured after
+    # 40 updates: 6.8 (LSTM), 9.1 (RDN), over 10 (RDN, heads=core+cnn): an RMSProp average starting at 1 learns
+    # this bandit more slowly than one starting at 0 (over 10 for both cores in 30 updates), so 50 updates here
+    cfg = make_config("laptop", core=core, heads=heads, unroll=20, frames=8 * 20 * 4 * 50, log_every=5, ckpt_every=1000)
     train(cfg, tmp_path / "r", progress=False, log=lambda *a, **k: None, make_envs=PixelBandit)
     rows = _rows(tmp_path / "r")
-    assert rows[-1]["return_mean"] > 10, [round(r["return_mean"], 1) for r in rows]
+    assert rows[-1]["return_mean"] > 7.5, [round(r["return_mean"], 1) for r in rows]
+
+# ---------------------------------------------------------------- the encoder stays alive (issue: the agent was blind)
+def test_encoder_does_not_collapse_on_pong(tmp_path):
+    # the collapse signature of the learner before the fix, on real Pong frames (LSTM core, laptop preset, 10 updates):
+    # PyTorch's RMSprop starts its squared-gradient average at 0, so its first steps are up to ~10x the lr; within
+    # 6 updates only 26% of the 512 encoder units stay live and their spread across frames falls 25x (measured at
+    # updates 5-6: 0.26 / 0.0019, against 0.51 / 0.0127 with the average starting at 1, as in IMPALA's TF RMSProp)
+    def run(rms_init):
+        cfg = make_config("laptop", core="lstm", frames=8_000_000, rms_init=rms_init, log_every=2, ckpt_every=1000)
+        train(cfg, tmp_path / f"r{rms_init}", progress=False, log=lambda *a, **k: None, stop_at=6)
+        return _rows(tmp_path / f"r{rms_init}")[-1]
+    good, bad = run(1.0), run(0.0)
+    assert good["live_features"] > 0.4 and good["feature_spread"] > 0.006, good
+    assert bad["live_features"] < 0.35 and bad["feature_spread"] < 0.005, bad    # the diagnostics see the collapse
+
+def test_gpu_preset_runs_on_cpu_with_a_tiny_budget(tmp_path):
+    cfg = make_config("gpu", n_envs=4, unroll=5, frames=4 * 5 * 4 * 2, log_every=1, env_threads=2)
+    assert (cfg.encoder, cfg.minibatches, cfg.heads) == ("impala", 2, "core+cnn")
+    assert make_config("gpu").env_threads == 16
+    res = train(cfg, tmp_path / "r", device="cpu", progress=False, log=lambda *a, **k: None)
+    assert res["update"] == 2 and _rows(tmp_path / "r")[-1]["live_features"] > 0
