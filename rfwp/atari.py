@@ -367,6 +367,7 @@ class AtariConfig:
 RESUMABLE = ("frames", "max_minutes", "log_every", "ckpt_every", "env_threads")
 MAX_ENVS = 1024
 
+# %% ../nbs/09_atari.ipynb #presat02
 PRESETS = dict(
     paper=Preset("The paper's setting: IMPALA CNN, batch 32 unrolls of 50, RMSProp 6e-4 (eps 0.01, "
                  "alpha 0.99, squared-gradient average starting at 1) decayed linearly over 50M frames, grad clip 40, entropy 0.01, baseline 0.5, discount 0.99. "
@@ -703,6 +704,7 @@ def make_parser(command:str) -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
+# %% ../nbs/09_atari.ipynb #climain2
 def main(argv:list[str]|None=None) -> int:
     "`rfwp train atari ...` (argv[0] == 'train') or `rfwp eval atari ...` (argv[0] == 'eval'); returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)

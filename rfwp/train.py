@@ -60,24 +60,6 @@ class TrainConfig:
     max_minutes:float = 0.0 # stop training after this many minutes, then test (0: no limit)
     seed:int = 1 # seed of the initialisation, dropout and batch order
 
-    def validate(self):
-        "Raise a `ValueError` naming the first invalid field."
-        from rfwp.layers import LAYERS
-        if self.task not in TASKS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(TASKS)}")
-        if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
-        if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
-        if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
-            if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-        for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps"):
-            if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-        for k in ("dropout", "beta1", "beta2"):
-            if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
-        if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
-        if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
-        if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
-        if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
-        return self
     def spec(self) -> TaskSpec:
         "The dataset of this run."
         return TaskSpec(self.task, depth=self.depth, n_vars=self.n_vars, n_statements=self.n_statements, n_train=self.n_train, n_valid=self.n_valid,
@@ -93,6 +75,27 @@ class TrainConfig:
     def from_dict(cls, d:dict):
         "Build from a dict; unknown keys raise a `ValueError`."
         return _from_dict(cls, d)
+
+# %% ../nbs/07b_training.ipynb #valid002
+@patch
+def validate(self:TrainConfig):
+    "Raise a `ValueError` naming the first invalid field."
+    from rfwp.layers import LAYERS
+    if self.task not in TASKS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+    if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
+    if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
+    if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
+        if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+    for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps"):
+        if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
+    for k in ("dropout", "beta1", "beta2"):
+        if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+    if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+    if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
+    if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
+    if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
+    return self
 
 # fields that may change when a run is resumed: how long it runs and how often it reports
 RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every")
