@@ -624,7 +624,7 @@ def _end(task:Task, dd:Dist, rd:RunDir, p:Progress, status:str, signum, stop_at,
         bk = load_checkpoint(rd / name)
         load_weights(task.model, bk["model"], rd / name)
         out = task.finish(bk, say) or {}
-        p.rows[:] = [r for r in p.rows if r["split"] != "test"] + out.pop("rows", [])
+        p.rows[:] = [r for r in p.rows if not str(r["split"]).startswith("test")] + out.pop("rows", [])
         res.update(out, best_step=bk["step"])
         if dd.main: write_metrics(p.rows, rd.path); task.plot(p.rows, rd / "curves.png")
         say(f"{p.step} {unit}s in {p.elapsed_s / 60:.1f} min; learning curves in {rd / 'curves.png'}")

@@ -19,8 +19,8 @@ from .run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule,
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
-           'summarize', 'evaluate', 'AlgoTask', 'train', 'compare_models']
+__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'LONGER', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
+           'summarize', 'evaluate', 'AlgoTask', 'longer_tests', 'train', 'compare_models']
 
 # %% ../nbs/07b_training.ipynb #313857c6
 @dataclass
@@ -200,8 +200,9 @@ class AlgoTask(Task):
         if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
         self.spec = cfg.spec()
         self.enc = _load_data(self.spec, self.data_dir, dd, say)
+        self.longer = longer_tests(self.spec)                         # code execution: programs 2x and 4x as long
         seed_all(cfg.seed)
-        self.mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in self.enc.values()))
+        self.mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in [*self.enc.values(), *self.longer.values()]))
         self.model = SeqModel(self.mcfg).to(dd.device)
         self.net = data_parallel(self.model, dd)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -250,6 +251,14 @@ def train_step(self:AlgoTask, step:int) -> dict:
     self.pos += 1
     return {**s, "tokens_seen": int(b["lengths"].sum())}
 
+# %% ../nbs/07b_training.ipynb #longer02
+LONGER = (2, 4)  # code execution: test programs with this many times the training statements
+
+def longer_tests(spec:TaskSpec, n:int=500) -> dict:
+    "{factor: the encoded test split of programs `factor` times as long} for code execution; {} for other tasks."
+    if spec.task != "codeexec": return {}
+    return {f: encode((s := dataclasses.replace(spec, n_statements=f * spec.n_statements, n_test=n)).generate("test"), s) for f in LONGER}
+
 # %% ../nbs/07b_training.ipynb #555e16f8
 @patch
 def plot(self:AlgoTask, rows:list[dict], path):
@@ -263,8 +272,12 @@ def finish(self:AlgoTask, best:dict, say) -> dict:
     bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
     say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
         + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
-    return dict(rows=[dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], test_acc=t["acc"], test=t,
-                best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
+    rows, longer = [dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], {}
+    for f, enc in self.longer.items():
+        longer[f"test_{f}x"] = tf = evaluate(self.model, enc, self.spec.objective, 4 * self.config.batch_size, self.dd)
+        say(f"programs {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%, print accuracy {100 * tf['print_acc']:.2f}%")
+        rows.append(dict(step=best["step"], epoch=best["task"]["epoch"], split=f"test_{f}x", **tf))
+    return dict(rows=rows, test_acc=t["acc"], test=t, **longer, best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
 # %% ../nbs/07b_training.ipynb #f3ecc532
 def train(cfg:TrainConfig, # what to train
@@ -311,5 +324,7 @@ def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
         row = dict(model=m, params=r["n_params"], steps=r["step"], minutes=round(r["elapsed_s"] / 60, 2),
                    tokens_per_s=round(tps), test_acc=round(r["test_acc"], 4))
         if "print_acc" in r["test"]: row["test_print_acc"] = round(r["test"]["print_acc"], 4)
+        for f in LONGER:
+            if f"test_{f}x" in r: row[f"acc_{f}x"], row[f"print_acc_{f}x"] = round(r[f"test_{f}x"]["acc"], 4), round(r[f"test_{f}x"]["print_acc"], 4)
         rows.append(row); log(row)
     return rows

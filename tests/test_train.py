@@ -130,6 +130,11 @@ def test_codeexec_run(data_dir, tmp_path):
     rows = json.loads((tmp_path / "metrics.json").read_text())
     assert [r["split"] for r in rows].count("valid") == 2
     assert all("print_acc" in r for r in rows)
+    # length generalisation: tested on programs 2x and 4x as long, reported in the result and as metric rows
+    assert [r["split"] for r in rows][-3:] == ["test", "test_2x", "test_4x"] and {"acc", "print_acc"} <= set(res["test_4x"])
+    from rfwp.train import longer_tests
+    long = longer_tests(cfg.spec())
+    assert long[4].lengths.float().mean() > 3 * long[2].lengths.float().mean() / 2 > 0
 
 # ---------------------------------------------------------------- checkpoints
 
