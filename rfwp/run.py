@@ -356,7 +356,7 @@ def plot_curves(rows:list[dict], # metric rows
                 if c in percent: ys = [100 * y for y in ys]
                 name = " ".join(str(s) for s in ((g,) if len(cols) == 1 else (g, c)) if s is not None) or c
                 ax.plot(xs, ys, styles.get(g, "-"), ms=3 if styles.get(g) != "*" else 9, alpha=0.35 if styles.get(g) == "." else 1,
-                        color=f"C{gi if len(groups) > 1 else ci}", label=name)
+                        color=f"C{gi * len(cols) + ci}", label=name)
         ax.set(xlabel=x.replace("_", " "), ylabel=label, yscale="log" if label in log_y else "linear"); ax.grid(alpha=0.3)
         if ax.lines: ax.legend(fontsize=8)
     if title: fig.suptitle(title)
