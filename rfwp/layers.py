@@ -18,7 +18,7 @@ from .ops.rdn import recurrent_delta_rule, init_rdn_weights
 # %% auto #0
 __all__ = ['LAYERS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block', 'FWPBlock',
            'LinearBlock', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock', 'DeltaRNNBlock', 'DeltaLSTMBlock',
-           'RDNBlock', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock', 'make_layer']
+           'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock', 'make_layer']
 
 # %% ../nbs/06_layers.ipynb #5ab46e33
 LAYERS: dict = {}  # kind -> Block subclass, filled by `register` below
@@ -287,6 +287,13 @@ def _lstm_no_steps(lstm, h, state):
     state = (h.new_zeros(B, n), h.new_zeros(B, n)) if state is None else state
     return h.new_zeros(B, 0, n), tuple(s.clone() for s in state)
 
+def run_lstm(lstm:nn.LSTM, h:Tensor, hc:tuple|None):
+    "`lstm(h, hc)`; on the CPU under autocast in float32, as oneDNN's bf16 LSTM needs CPU features not every machine has."
+    if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return lstm(h.float(), None if hc is None else tuple(s.float() for s in hc))
+    return lstm(h, hc)
+
 @register("lstm_delta")
 class LSTMDeltaBlock(DeltaBlock):
     "Delta Net whose q, k, v, β come from an LSTM over LN(x). State (h, c, S)."
@@ -295,7 +302,7 @@ class LSTMDeltaBlock(DeltaBlock):
     def slow_net(self, h, slow_state):
         if h.shape[1] == 0: return _lstm_no_steps(self.slow, h, slow_state)
         hc = None if slow_state is None else tuple(s.unsqueeze(0) for s in slow_state)   # (1, B, n) each
-        p, (hn, cn) = self.slow(h, hc)                                  # (B, T, H·(3D+1))
+        p, (hn, cn) = run_lstm(self.slow, h, hc)                        # (B, T, H·(3D+1))
         return p, (hn[0], cn[0])
 
 # %% ../nbs/06_layers.ipynb #2b43379e
@@ -309,7 +316,7 @@ class LSTMBlock(Block):
     def mix(self, h, state):
         if h.shape[1] == 0: return _lstm_no_steps(self.lstm, h, state)
         hc = None if state is None else tuple(s.unsqueeze(0) for s in state)  # (1, B, d_model) each
-        o, (hn, cn) = self.lstm(h, hc)                                  # (B, T, d_model)
+        o, (hn, cn) = run_lstm(self.lstm, h, hc)                        # (B, T, d_model)
         return o, (hn[0], cn[0])
 
 @register("transformer")

@@ -350,12 +350,12 @@ def test_learner_learns_a_pixel_bandit(tmp_path, core, heads):
 
 # ---------------------------------------------------------------- the encoder stays alive (issue: the agent was blind)
 def test_encoder_does_not_collapse_on_pong(tmp_path):
-    # the collapse signature of the learner before the fix, on real Pong frames (LSTM core, laptop preset, 10 updates):
+    # the collapse signature of the learner before the fix, on real Pong frames (LSTM core, heads on the core alone):
     # PyTorch's RMSprop starts its squared-gradient average at 0, so its first steps are up to ~10x the lr; within
     # 6 updates only 26% of the 512 encoder units stay live and their spread across frames falls 25x (measured at
     # updates 5-6: 0.26 / 0.0019, against 0.51 / 0.0127 with the average starting at 1, as in IMPALA's TF RMSProp)
     def run(rms_init):
-        cfg = make_config("laptop", core="lstm", frames=8_000_000, rms_init=rms_init, log_every=2, ckpt_every=1000)
+        cfg = make_config("laptop", core="lstm", heads="core", frames=8_000_000, rms_init=rms_init, log_every=2, ckpt_every=1000)
         train(cfg, tmp_path / f"r{rms_init}", progress=False, log=lambda *a, **k: None, stop_at=6)
         return _rows(tmp_path / f"r{rms_init}")[-1]
     good, bad = run(1.0), run(0.0)
