@@ -119,3 +119,50 @@ def test_empty_sequence_bad_input_still_raises():
     with pytest.raises(ValueError, match="`beta` must have 3 dims"): delta_rule(q, k, v, b[..., None])
     with pytest.raises(ValueError, match="`initial_state`"): delta_rule(q, k, v, b, S0.transpose(-1, -2))
     with pytest.raises(TypeError, match="`v` has dtype"): delta_rule(q, k, v.float(), b)
+
+# --- the gated delta rule (decay g = log α) and β in (0, 2) ---
+
+def gated(B, T, H, K, V, dtype=torch.float64, seed=0, state=True, strength=3.0):
+    q, k, v, b, S0 = inputs(B, T, H, K, V, dtype, seed, state)
+    g = -strength * torch.rand(B, T, H, generator=torch.Generator().manual_seed(seed + 1), dtype=dtype)
+    return q, k, v, 2 * b, S0, g
+
+@pytest.mark.parametrize("B,T,H,K,V,C", SHAPES)
+@pytest.mark.parametrize("state", [True, False])
+def test_gated_chunked_matches_naive(B, T, H, K, V, C, state):
+    x = gated(B, T, H, K, V, state=state)
+    f = lambda impl: (lambda q, k, v, b, S0, g: delta_rule(q, k, v, b, S0, True, impl=impl, chunk_size=C, g=g))
+    ref, out = outputs_and_grads(f("naive"), x), outputs_and_grads(f("torch"), x)
+    for name, a, b in zip(["o", "S_T", "dq", "dk", "dv", "dbeta", "dS0", "dg"], ref, out):
+        assert_close(name, a, b, 1e-10)
+
+def test_gated_reduces_to_plain_at_g0_and_decay_matters():
+    q, k, v, b, S0, g = gated(2, 45, 2, 8, 6)
+    b = b / 2                                                         # β in (0, 1): today's op
+    plain = outputs_and_grads(lambda q, k, v, b, S0: delta_rule(q, k, v, b, S0, True, chunk_size=16), (q, k, v, b, S0))
+    zero = outputs_and_grads(lambda q, k, v, b, S0: delta_rule(q, k, v, b, S0, True, chunk_size=16, g=torch.zeros_like(g)), (q, k, v, b, S0))
+    for name, a, c in zip(["o", "S_T", "dq", "dk", "dv", "dbeta", "dS0"], plain, zero): assert_close(f"g=0 {name}", a, c, 1e-12)
+    with pytest.raises(AssertionError): assert_close("decay", plain[0], delta_rule(q, k, v, b, S0, g=g)[0], 1e-6)
+
+def test_gated_long_and_strong_decay_is_finite():
+    "Decays down to e^-60 per step over long chunks: the masked exponentials never overflow (fp32)."
+    q, k, v, b, S0, g = gated(1, 300, 2, 16, 16, dtype=torch.float32, strength=60.0)
+    x = [t.requires_grad_() for t in (q, k, v, b, S0, g)]
+    o, S = delta_rule(*x[:4], x[4], True, chunk_size=128, g=x[5])
+    (o.sum() + S.sum()).backward()
+    assert all(torch.isfinite(t).all() for t in [o, S] + [t.grad for t in x])
+    ref, Sr = delta_rule(*[t.detach().double() for t in x[:5]], True, impl="naive", g=x[5].detach().double())
+    assert_close("fp32 o", ref.float(), o.detach(), 1e-4)
+
+def test_gated_gradcheck():
+    from rfwp.ops.delta import gated_delta_chunked
+    x = [t.detach().requires_grad_() for t in gated(1, 7, 2, 4, 3)]
+    assert torch.autograd.gradcheck(lambda q, k, v, b, S0, g: gated_delta_chunked(q, k, v, b, g, S0, 3), x)
+
+def test_gated_bad_input():
+    q, k, v, b, S0, g = gated(1, 5, 2, 4, 4)
+    with pytest.raises(ValueError, match="`g` must have 3 dims"): delta_rule(q, k, v, b, g=g[..., None])
+    with pytest.raises(ValueError, match="`g`"): delta_rule(q, k, v, b, g=g[:, :3])
+    with pytest.raises(TypeError, match="`g` has dtype"): delta_rule(q, k, v, b, g=g.float())
+    o, S = delta_rule(q[:, :0], k[:, :0], v[:, :0], b[:, :0], S0, True, g=g[:, :0])
+    assert o.shape == (1, 0, 2, 4) and torch.equal(S, S0)

@@ -12,14 +12,15 @@ from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, emp
 from .linear import to_chunks, from_chunks
 
 # %% auto #0
-__all__ = ['delta_rule_naive', 'DeltaRuleChunked', 'delta_rule']
+__all__ = ['delta_rule_naive', 'DeltaRuleChunked', 'delta_rule', 'gated_delta_chunked']
 
 # %% ../../nbs/02_delta_rule.ipynb #ccd67540
-def delta_rule_naive(q, k, v, beta, S0):
-    "Per-step reference: S_t = S_{t-1} + β_t k_t (v_t − S_{t-1}ᵀk_t)ᵀ, o_t = S_tᵀ q_t."
+def delta_rule_naive(q, k, v, beta, S0, g=None):
+    "Per-step reference: S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀk_t)ᵀ with α_t = exp(g_t) (1 when `g` is None), o_t = S_tᵀ q_t."
     S = S0                                                              # (B, H, K, V)
     outs = []
     for t in range(q.shape[1]):
+        if g is not None: S = g[:, t, :, None, None].exp() * S          # decay first, then read and write
         k_t, b_t = k[:, t], beta[:, t, :, None]                          # (B, H, K), (B, H, 1)
         v_old = torch.einsum('bhkv,bhk->bhv', S, k_t)                   # (B, H, V)
         S = S + torch.einsum('bhk,bhv->bhkv', k_t, b_t * (v[:, t] - v_old))
@@ -99,20 +100,26 @@ class DeltaRuleChunked(torch.autograd.Function):
 def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
                k:Tensor, # keys (B, T, H, Dk), already feature-mapped
                v:Tensor, # values (B, T, H, Dv)
-               beta:Tensor, # write strengths (B, T, H), in (0, 1)
+               beta:Tensor, # write strengths (B, T, H): in (0, 1), or in (0, 2) for negative eigenvalues
                initial_state:Tensor|None=None, # S_0 (B, H, Dk, Dv); zeros when None
                output_final_state:bool=False, # also return S_T
                impl:str="auto", # "naive", "torch", "triton" or "auto"
                chunk_size:int=64, # steps per chunk in the "torch" and "triton" impls
+               g:Tensor|None=None, # log decay (B, T, H), <= 0: α_t = exp(g_t) scales S_{t-1} (gated delta rule); None: no decay
               ) -> tuple[Tensor, Tensor|None]: # outputs (B, T, H, Dv) and the final state (or None)
-    "Delta-rule fast weights: S_t = S_{t-1} + β_t k_t (v_t − S_{t-1}ᵀk_t)ᵀ, o_t = S_tᵀ q_t (no extra scale)."
+    "Delta-rule fast weights: S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀk_t)ᵀ, o_t = S_tᵀ q_t (no extra scale; α_t = 1 without `g`)."
     op = "delta_rule"
-    dims = check_shapes({'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}, op=op)
+    specs = {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}
+    if g is not None: specs['g'] = (g, "B T H")
+    dims = check_shapes(specs, op=op)
     if initial_state is not None:
         check_shapes({'initial_state': (initial_state, "B H K V")}, op=op, **{s: dims[s] for s in "BHKV"})
-    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state}, op=op)
+    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
+    if impl == "triton" and g is not None:
+        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' (the chunked gated form) or 'naive'")
+        impl = "torch"
     if impl == "triton":
         tri = triton_module("triton_delta", op)
         if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"   # "auto" falls back to "torch"
@@ -123,6 +130,39 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     if T == 0: return empty_result(q, (B, 0, H, dims['V']), S0, output_final_state)
     if impl == "triton": return tri.triton_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
     q, k, v, beta = q.to(dt), k.to(dt), v.to(dt), beta.to(dt)
-    if impl == "naive": o, S = delta_rule_naive(q, k, v, beta, S0)
+    if g is not None: g = g.to(dt)
+    if impl == "naive": o, S = delta_rule_naive(q, k, v, beta, S0, g)
+    elif g is not None: o, S = gated_delta_chunked(q, k, v, beta, g, S0, min(chunk_size, T))
     else: o, S = DeltaRuleChunked.apply(q, k, v, beta, S0, min(chunk_size, T))
     return o.to(in_dtype), (S if output_final_state else None)
+
+# %% ../../nbs/02_delta_rule.ipynb #gate0002
+def gated_delta_chunked(q:Tensor, # queries (B, T, H, K), mapped, in the compute dtype
+                        k:Tensor, # keys (B, T, H, K)
+                        v:Tensor, # values (B, T, H, V)
+                        beta:Tensor, # write strengths (B, T, H)
+                        g:Tensor, # log decays (B, T, H)
+                        S0:Tensor, # initial state (B, H, K, V)
+                        C:int, # chunk size
+                       ) -> tuple[Tensor, Tensor]: # outputs (B, T, H, V), final state (B, H, K, V)
+    "Chunkwise gated delta rule (WY/UT form with decay), differentiated by autograd."
+    T = q.shape[1]
+    Q, K, V, b, G = (to_chunks(x, C) for x in (q, k, v, beta, g))    # (N, B, H, C, ·); padding: g = β = 0
+    gam = G.cumsum(-1)                                                  # γ: (N, B, H, C)
+    n = Q.shape[-2]
+    low = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+    Dm = (gam[..., :, None] - gam[..., None, :]).masked_fill(~low, float("-inf")).exp()  # e^{γ_i − γ_j}, j ≤ i
+    A = (b[..., None] * (K @ K.transpose(-1, -2)) * Dm).tril(-1)
+    eye = torch.eye(n, dtype=q.dtype, device=q.device).expand_as(A)
+    Linv = torch.linalg.solve_triangular(A + eye, eye, upper=False, unitriangular=True)
+    Ut = Linv @ (b[..., None] * V)                                     # T V
+    W = Linv @ ((b * gam.exp())[..., None] * K)                        # T diag(e^γ) K
+    P = (Q @ K.transpose(-1, -2)) * Dm                                 # (N, B, H, C, C)
+    Qg = Q * gam.exp()[..., None]
+    Kd = K * (gam[..., -1:] - gam).exp()[..., None]                    # diag(e^{γ_C − γ}) K
+    S, outs = S0, []
+    for i in range(Q.shape[0]):
+        U = Ut[i] - W[i] @ S                                            # (B, H, C, V)
+        outs.append(Qg[i] @ S + P[i] @ U)
+        S = gam[i][..., -1, None, None].exp() * S + Kd[i].transpose(-1, -2) @ U
+    return from_chunks(torch.stack(outs), T), S
