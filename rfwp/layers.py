@@ -7,7 +7,7 @@ Docs: https://rfwp.github.io/rfwp/layers.html.md"""
 # %% ../nbs/06_layers.ipynb #5feea490
 from __future__ import annotations
 from dataclasses import dataclass
-import torch, torch.nn as nn, torch.nn.functional as F
+import math, torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from .utils import IMPLS, upcast
 from .ops.linear import elu_p1, elu_sumnorm, linear_attention
@@ -17,8 +17,9 @@ from .ops.rdn import recurrent_delta_rule, init_rdn_weights
 
 # %% auto #0
 __all__ = ['LAYERS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block', 'FWPBlock',
-           'LinearBlock', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock', 'DeltaRNNBlock', 'DeltaLSTMBlock',
-           'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock', 'make_layer']
+           'LinearBlock', 'gate_parameters', 'gate_decay', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock',
+           'DeltaRNNBlock', 'DeltaLSTMBlock', 'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock',
+           'make_layer']
 
 # %% ../nbs/06_layers.ipynb #5ab46e33
 LAYERS: dict = {}  # kind -> Block subclass, filled by `register` below
@@ -34,6 +35,8 @@ class LayerConfig:
     fast_depth: int = 1        # delta_mlp only: residual two-layer blocks in the fast net (the paper compares 1 to 3)
     scale_heads: bool = False  # multiply head outputs by 1/√D before the output projection (the official LM code does)
     impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
+    beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
+    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; kinds delta, lstm_delta)
 
     def __post_init__(self):
         if self.kind not in LAYERS: raise ValueError(f"LayerConfig: unknown kind {self.kind!r}; valid kinds: {', '.join(LAYERS)}")
@@ -46,6 +49,12 @@ class LayerConfig:
         if not isinstance(self.ff_dim, int) or self.ff_dim < 1: raise ValueError(f"LayerConfig: ff_dim must be a positive int, got {self.ff_dim!r}")
         if not 0.0 <= self.dropout < 1.0: raise ValueError(f"LayerConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.impl not in IMPLS: raise ValueError(f"LayerConfig: unknown impl={self.impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
+        if not isinstance(self.beta_range, (int, float)) or not 0 < self.beta_range <= 2:
+            raise ValueError(f"LayerConfig: beta_range must be in (0, 2], got {self.beta_range!r}")
+        for opt, on in (("beta_range", self.beta_range != 1), ("gate", bool(self.gate))):
+            if on and opt not in LAYERS[self.kind].options:
+                raise ValueError(f"LayerConfig: kind {self.kind!r} has no option {opt}; kinds with it: "
+                                 f"{', '.join(k for k, c in LAYERS.items() if opt in c.options)}")
 
     @property
     def head_dim(self) -> int:
@@ -107,6 +116,7 @@ class FeedForward(nn.Module):
 class Block(nn.Module):
     "Pre-LN residual block: x + Drop(W_o mix(LN(x))), then the feedforward sublayer. Subclasses define `mix`."
     kind = None
+    options = ()  # the optional `LayerConfig` features this kind implements ("beta_range", "gate")
     def __init__(self, cfg:LayerConfig, # the block's configuration
                 ):
         super().__init__()
@@ -183,20 +193,39 @@ class LinearBlock(FWPBlock):
                                 output_final_state=True, impl=self.cfg.impl)
         return o, (S,)
 
+def gate_parameters(H:int, # heads
+                   ) -> tuple[nn.Parameter, nn.Parameter]: # A_log (H,), dt_bias (H,)
+    "Gated DeltaNet's decay parameters: A = e^{A_log} ~ U(1, 16), softplus(dt_bias) log-uniform in [1e-3, 1e-1]."
+    A = torch.empty(H).uniform_(1, 16)
+    dt = torch.exp(torch.empty(H).uniform_(math.log(1e-3), math.log(1e-1)))
+    return nn.Parameter(A.log()), nn.Parameter(dt + torch.log(-torch.expm1(-dt)))   # softplus⁻¹(dt)
+
+def gate_decay(a:Tensor, # (B, T, H) gate pre-activations
+               A_log:Tensor, dt_bias:Tensor, # (H,) each
+              ) -> Tensor: # (B, T, H) log decays g <= 0
+    "g = −e^{A_log} · softplus(a + dt_bias)."
+    return -A_log.to(a.dtype).exp() * F.softplus(a + dt_bias.to(a.dtype))
+
 @register("delta")
 class DeltaBlock(FWPBlock):
-    "Delta Net: q, k = sumnorm(ELU+1), β = σ(·), delta-rule fast weights. State (S (B, H, D, D),)."
-    def width(self): return 3 * self.D + 1
+    "Delta Net: q, k = sumnorm(ELU+1), β = beta_range·σ(·), delta-rule fast weights (optionally gated). State (S (B, H, D, D),)."
+    options = ("beta_range", "gate")
+    def __init__(self, cfg:LayerConfig):
+        super().__init__(cfg)
+        if cfg.gate: self.A_log, self.dt_bias = gate_parameters(self.H)
+    def width(self): return 3 * self.D + 1 + int(self.cfg.gate)
     def fwp(self, p, state):
-        q, k, v, b = p.split([self.D] * 3 + [1], -1)                    # (B, T, H, D) ×3, (B, T, H, 1)
-        o, S = delta_rule(elu_sumnorm(q), elu_sumnorm(k), v, torch.sigmoid(b[..., 0]), initial_state=_first(state),
-                          output_final_state=True, impl=self.cfg.impl)
+        q, k, v, b, *a = p.split([self.D] * 3 + [1] * (1 + int(self.cfg.gate)), -1)   # (B, T, H, D) ×3, (B, T, H, 1)
+        g = gate_decay(a[0][..., 0], self.A_log, self.dt_bias) if a else None
+        o, S = delta_rule(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]), initial_state=_first(state),
+                          output_final_state=True, impl=self.cfg.impl, g=g)
         return o, (S,)
 
 # %% ../nbs/06_layers.ipynb #aa6464f3
 @register("delta_mlp")
 class DeltaMLPBlock(FWPBlock):
     "Delta MLP: a residual fast MLP of `fast_depth` two-layer blocks (D -> 4D -> D), every layer a delta-rule matrix. State: 2N matrices."
+    options = ("beta_range",)
     def __init__(self, cfg:LayerConfig):
         super().__init__(cfg)
         N, H, D = cfg.fast_depth, self.H, self.D
@@ -214,7 +243,7 @@ class DeltaMLPBlock(FWPBlock):
         q, *rest = p.split(self.sizes(), -1)
         ks = [elu_sumnorm(k) for k in rest[0::3]]                       # 2N keys (B, T, H, D|4D)
         vs = rest[1::3]                                                 # 2N values (B, T, H, 4D|D)
-        betas = [torch.sigmoid(b[..., 0]) for b in rest[2::3]]          # 2N (B, T, H)
+        betas = [self.cfg.beta_range * torch.sigmoid(b[..., 0]) for b in rest[2::3]]   # 2N (B, T, H)
         o, S = delta_mlp(q, ks, vs, betas, ln_weight=self.ln_weight.to(p.dtype), ln_bias=self.ln_bias.to(p.dtype),
                          initial_state=state, output_final_state=True, impl=self.cfg.impl)
         return o, tuple(S)
@@ -223,11 +252,12 @@ class DeltaMLPBlock(FWPBlock):
 @register("delta_delta")
 class DeltaDeltaBlock(FWPBlock):
     "Delta Delta Net: a delta-rule fast net that programs a second one. State (S¹ (B, H, D, 3D+1), S² (B, H, D, D))."
+    options = ("beta_range",)  # the first fast net's β
     def width(self): return 5 * self.D + 2
     def fwp(self, p, state):
         D = self.D
         q, k, v, b = p.split([D, D, 3 * D + 1, 1], -1)
-        o, S = delta_delta(elu_sumnorm(q), elu_sumnorm(k), v, torch.sigmoid(b[..., 0]), initial_state=state,
+        o, S = delta_delta(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]), initial_state=state,
                            output_final_state=True, impl=self.cfg.impl)
         return o, tuple(S)
 
@@ -235,10 +265,11 @@ class DeltaDeltaBlock(FWPBlock):
 @register("delta_rnn")
 class DeltaRNNBlock(FWPBlock):
     "Delta RNN: Delta Net output plus a recurrent delta-rule fast matrix read with softmax(y_{t-1}). State (S, R, y)."
+    options = ("beta_range",)  # the feedforward β; β^r stays in (0, 1) (the reversal backward inverts its write)
     def width(self): return 5 * self.D + 2
     def fwp(self, p, state):
         q, k, v, kr, vr, b, br = p.split([self.D] * 5 + [1, 1], -1)
-        o, S = delta_rnn(elu_sumnorm(q), elu_sumnorm(k), v, torch.sigmoid(b[..., 0]),
+        o, S = delta_rnn(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]),
                          torch.softmax(kr, -1), vr, torch.sigmoid(br[..., 0]),
                          initial_state=state, output_final_state=True, impl=self.cfg.impl)
         return o, tuple(S)
@@ -246,13 +277,14 @@ class DeltaRNNBlock(FWPBlock):
 @register("delta_lstm")
 class DeltaLSTMBlock(FWPBlock):
     "Delta LSTM: three Delta Nets and three recurrent fast matrices as the gates of a coupled LSTM. State (S, R, h, c)."
+    options = ("beta_range",)  # the feedforward βs, as in the Delta RNN
     def width(self): return 15 * self.D + 6
     def fwp(self, p, state):
         B, T, H, _ = p.shape
         x, b = p.split([15 * self.D, 6], -1)
         q, k, v, kr, vr = x.view(B, T, H, 3, 5, self.D).unbind(4)     # (B, T, H, 3, D) each, gates (i, u, o)
         b = torch.sigmoid(b.view(B, T, H, 3, 2))                        # (β_g, β^r_g) per gate
-        o, S = delta_lstm(elu_sumnorm(q), elu_sumnorm(k), v, b[..., 0], torch.softmax(kr, -1), vr, b[..., 1],
+        o, S = delta_lstm(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * b[..., 0], torch.softmax(kr, -1), vr, b[..., 1],
                           initial_state=state, output_final_state=True, impl=self.cfg.impl)
         return o, tuple(S)
 

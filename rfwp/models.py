@@ -42,6 +42,8 @@ class ModelConfig:
     embed_dropout: float = 0.0  # dropout on the token embeddings
     max_len: int = 8192         # positions the sinusoidal or learned table covers (for the Transformer with its KV cache)
     impl: str = "auto"          # op implementation: "naive", "torch", "triton" or "auto"
+    beta_range: float = 1.0     # β = beta_range·σ(·) in the delta-rule kinds: 2 allows negative eigenvalues (see `LayerConfig`)
+    gate: bool = False          # Gated DeltaNet's decay of the fast weights (kinds delta, lstm_delta)
 
     def __post_init__(self):
         if not isinstance(self.vocab_size, int) or self.vocab_size < 1:
@@ -68,7 +70,8 @@ class ModelConfig:
 def layer_config(self:ModelConfig) -> LayerConfig:
     "The configuration shared by every block."
     return LayerConfig(self.kind, self.d_model, self.n_heads, ff_dim=self.ff_dim, dropout=self.dropout,
-                       fast_depth=self.fast_depth, scale_heads=self.scale_heads, impl=self.impl)
+                       fast_depth=self.fast_depth, scale_heads=self.scale_heads, impl=self.impl,
+                       beta_range=self.beta_range, gate=self.gate)
 
 @patch
 def used_cutoffs(self:ModelConfig) -> list[int]:

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/algorithmic.html.md"""
 
 # %% ../nbs/07_algorithmic.ipynb #89d63dbc
 from __future__ import annotations
-import json, random
+import dataclasses, json, random
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -15,8 +15,8 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['VAR_NAMES', 'CODE_SRC_VOCAB', 'CODE_TGT_VOCAB', 'NO_OUT', 'LISTOPS_OPS', 'LISTOPS_SRC_VOCAB', 'LISTOPS_TGT_VOCAB',
            'SPLITS', 'TASKS', 'Vocab', 'code_program', 'run_program', 'listops_shape', 'listops_fill', 'listops_tokens',
-           'listops_sample', 'eval_listops', 'TaskSpec', 'write_split', 'read_split', 'prepare_dataset', 'load_dataset',
-           'Encoded', 'encode', 'batch_order', 'get_batch']
+           'listops_sample', 'eval_listops', 'TaskSpec', 'register_task', 'write_split', 'read_split',
+           'prepare_dataset', 'load_dataset', 'Encoded', 'encode', 'batch_order', 'get_batch']
 
 # %% ../nbs/07_algorithmic.ipynb #15ad260c
 class Vocab:
@@ -175,10 +175,13 @@ SPLITS = ("train", "valid", "test")
 @dataclass
 class TaskSpec:
     "What data a run trains on: the task, its parameters and the size of each split."
-    task:str = "listops" # "listops" or "codeexec"
+    task:str = "listops" # a key of `TASKS`: "listops", "codeexec" or "formal"
     depth:int = 10 # ListOps: nesting depth of every sample (the paper: 10 and 15)
     n_vars:int = 3 # code execution: number of variables (the paper: 3 and 5)
     n_statements:int = 100 # code execution: statements per program
+    lang:str = "parity" # formal languages: which one (a key of `rfwp.formal.LANGS`)
+    min_len:int = 1 # formal languages: the shortest string
+    max_len:int = 40 # formal languages: the longest string
     n_train:int = 10_000 # the paper's split sizes: 10k / 1k / 1k
     n_valid:int = 1_000
     n_test:int = 1_000
@@ -194,27 +197,41 @@ class TaskSpec:
     def tgt_vocab(self) -> Vocab: return TASKS[self.task]["tgt_vocab"]
     def params(self) -> dict:
         "The parameters that define the samples (not the split sizes)."
-        keys = ["depth"] if self.task == "listops" else ["n_vars", "n_statements"]
-        return {"task": self.task, **{k: getattr(self, k) for k in keys}, "seed": self.seed}
+        return {"task": self.task, **{k: getattr(self, k) for k in TASKS[self.task]["params"]}, "seed": self.seed}
     def name(self) -> str:
         "A short folder name, e.g. `listops-d10-s0`."
-        p = self.params()
-        return f"listops-d{p['depth']}-s{p['seed']}" if self.task == "listops" else f"codeexec-v{p['n_vars']}-n{p['n_statements']}-s{p['seed']}"
+        return TASKS[self.task]["name"](self)
     def size(self, split): return getattr(self, f"n_{split}")
     def generate(self, split:str, n:int|None=None) -> list[tuple[list[str], list[str]]]:
         "The first `n` samples (default: the split's size) of `split`."
         if split not in SPLITS: raise ValueError(f"TaskSpec.generate: unknown split {split!r}; choose from {', '.join(SPLITS)}")
         rng = random.Random(f"rfwp/{self.name()}/{split}")
         n = self.size(split) if n is None else n
-        if self.task == "listops": return [listops_sample(rng, self.depth) for _ in range(n)]
-        return [code_program(rng, self.n_vars, self.n_statements) for _ in range(n)]
+        return [TASKS[self.task]["sample"](rng, self) for _ in range(n)]
 
-TASKS = dict(
-    listops=dict(objective="sequence", src_vocab=LISTOPS_SRC_VOCAB, tgt_vocab=LISTOPS_TGT_VOCAB,
-                 about="sequential ListOps: the value of a nested MIN/MAX/FIRST expression, from the last token"),
-    codeexec=dict(objective="token", src_vocab=CODE_SRC_VOCAB, tgt_vocab=CODE_TGT_VOCAB,
-                  about="code execution: the printed value at every print of a program (100 statements in the paper)"),
-)
+TASKS: dict = {}  # task -> its entry; `register_task` adds one
+
+def register_task(name:str, # the task's name in configs and on the command line
+                  objective:str, # "sequence" (one label per sample), "token" (code execution) or "state" (a label per position)
+                  src_vocab:Vocab, tgt_vocab:Vocab, # input and target vocabularies
+                  about:str, # one line for `--help` and logs
+                  params:list, # the `TaskSpec` fields that define the samples
+                  folder, # `TaskSpec` -> a short dataset folder name
+                  sample, # (random.Random, TaskSpec) -> one (tokens, targets) sample
+                  longer=None, # length generalisation: ((factor, ...), (TaskSpec, factor) -> the longer TaskSpec)
+                 ):
+    "Add a task to `TASKS` (the algorithmic tasks here; `rfwp.formal` adds the formal languages)."
+    TASKS[name] = dict(objective=objective, src_vocab=src_vocab, tgt_vocab=tgt_vocab, about=about, params=params,
+                       name=folder, sample=sample, longer=longer)
+
+register_task("listops", "sequence", LISTOPS_SRC_VOCAB, LISTOPS_TGT_VOCAB,
+              "sequential ListOps: the value of a nested MIN/MAX/FIRST expression, from the last token",
+              ["depth"], lambda s: f"listops-d{s.depth}-s{s.seed}", lambda rng, s: listops_sample(rng, s.depth))
+register_task("codeexec", "token", CODE_SRC_VOCAB, CODE_TGT_VOCAB,
+              "code execution: the printed value at every print of a program (100 statements in the paper)",
+              ["n_vars", "n_statements"], lambda s: f"codeexec-v{s.n_vars}-n{s.n_statements}-s{s.seed}",
+              lambda rng, s: code_program(rng, s.n_vars, s.n_statements),
+              longer=((2, 4), lambda s, f: dataclasses.replace(s, n_statements=f * s.n_statements)))
 
 # %% ../nbs/07_algorithmic.ipynb #cc5208de
 def write_split(path, samples):
@@ -309,3 +326,6 @@ def get_batch(data:Encoded, idx:Tensor, rank:int=0, world:int=1) -> dict:
     T = int(data.lengths[idx].max())
     tgt = data.targets[idx]
     return dict(tokens=data.tokens[idx, :T], lengths=data.lengths[idx], targets=tgt if tgt.dim() == 1 else tgt[:, :T])
+
+# %% ../nbs/07_algorithmic.ipynb #formal01
+from . import formal as _formal  # noqa: E402,F401  registers the formal languages (task "formal")

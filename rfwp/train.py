@@ -19,8 +19,8 @@ from .run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule,
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'LONGER', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
-           'summarize', 'evaluate', 'AlgoTask', 'longer_tests', 'train', 'compare_models']
+__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
+           'state_objective', 'summarize', 'evaluate', 'AlgoTask', 'longer_tests', 'train', 'compare_models']
 
 # %% ../nbs/07b_training.ipynb #313857c6
 @dataclass
@@ -31,6 +31,8 @@ class TrainConfig:
     depth:int = 10 # ListOps: nesting depth of every sample (the paper: 10 and 15)
     n_vars:int = 3 # code execution: number of variables (the paper: 3 and 5)
     n_statements:int = 100 # code execution: statements per program (the paper: 100)
+    lang:str = "parity" # formal languages: the language (parity, mod3, mod5, aa_star, anbn, dyck1, s3)
+    train_len:int = 40 # formal languages: training strings have 1..train_len symbols (tested also at 2.5x and 10x)
     n_train:int = 10_000 # training samples (the paper's splits: 10k / 1k / 1k)
     n_valid:int = 1_000 # validation samples (evaluated every `eval_every` steps; the best checkpoint is chosen on them)
     n_test:int = 1_000 # test samples (evaluated once, with the best checkpoint, at the end)
@@ -41,6 +43,8 @@ class TrainConfig:
     d_model:int = 256 # residual width
     n_heads:int = 16 # heads per block (must divide d_model)
     ff_dim:int = 1024 # feedforward width
+    beta_range:float = 1.0 # delta-rule kinds: beta = beta_range * sigmoid(.); 2 allows negative eigenvalues (state tracking)
+    gate:bool = False # delta and lstm_delta: a learned decay of the fast weights (Gated DeltaNet)
     dropout:float = 0.1 # dropout rate
     impl:str = "auto" # op implementation: naive, torch, triton or auto
     # optimisation (the official code: Adam 3e-4, betas (0.9, 0.995), eps 1e-9, no clipping, constant lr)
@@ -62,14 +66,14 @@ class TrainConfig:
 
     def spec(self) -> TaskSpec:
         "The dataset of this run."
-        return TaskSpec(self.task, depth=self.depth, n_vars=self.n_vars, n_statements=self.n_statements, n_train=self.n_train, n_valid=self.n_valid,
-                        n_test=self.n_test, seed=self.data_seed)
+        return TaskSpec(self.task, depth=self.depth, n_vars=self.n_vars, n_statements=self.n_statements, lang=self.lang, min_len=1,
+                        max_len=self.train_len, n_train=self.n_train, n_valid=self.n_valid, n_test=self.n_test, seed=self.data_seed)
     def model_config(self, max_len:int=4096) -> ModelConfig:
         "The `ModelConfig` of this run's model."
         s = self.spec()
         return ModelConfig(kind=self.model, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
                            ff_dim=self.ff_dim, dropout=self.dropout, vocab_size=len(s.src_vocab), n_out=len(s.tgt_vocab),
-                           max_len=max_len, impl=self.impl)
+                           max_len=max_len, impl=self.impl, beta_range=self.beta_range, gate=self.gate)
     def to_dict(self): return asdict(self)
     @classmethod
     def from_dict(cls, d:dict):
@@ -95,6 +99,13 @@ def validate(self:TrainConfig):
     if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
     if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
     if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
+    if self.task == "formal":
+        from rfwp.formal import LANGS
+        if self.lang not in LANGS: raise ValueError(f"lang: unknown language {self.lang!r}; choose from {', '.join(LANGS)}")
+        if self.train_len < 2: raise ValueError(f"train_len: must be >= 2, got {self.train_len}")
+    if not 0 < self.beta_range <= 2: raise ValueError(f"beta_range: must be in (0, 2], got {self.beta_range}")
+    try: self.model_config()
+    except ValueError as e: raise ValueError(f"model options: {e}") from None
     return self
 
 # fields that may change when a run is resumed: how long it runs and how often it reports
@@ -153,14 +164,26 @@ def token_objective(logits:Tensor, # (B, T, C)
                       tokens=mask.sum().item(), tokens_correct=(ok & mask).sum().item(),
                       prints=printed.sum().item(), prints_correct=(ok & printed).sum().item())
 
-OBJECTIVES = dict(sequence=sequence_objective, token=token_objective)
+def state_objective(logits:Tensor, # (B, T, C)
+                    batch:dict, # `targets` (B, T), -1 at padding; `lengths` (B,)
+                   ) -> tuple[Tensor, dict]:
+    "Cross-entropy at every real position; sequence, token and last-label accuracies."
+    tgt = batch["targets"]
+    mask = tgt >= 0
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt.flatten(), ignore_index=-1)
+    hit = logits.argmax(-1) == tgt
+    last = hit[torch.arange(len(tgt), device=tgt.device), batch["lengths"] - 1]
+    return loss, dict(loss=loss.item() * len(tgt), n=len(tgt), correct=(hit | ~mask).all(1).sum().item(),
+                      tokens=mask.sum().item(), tokens_correct=(hit & mask).sum().item(), final_correct=last.sum().item())
+
+OBJECTIVES = dict(sequence=sequence_objective, token=token_objective, state=state_objective)
 
 def summarize(sums:dict) -> dict:
     "Mean loss and accuracies from summed statistics."
     out = dict(loss=sums["loss"] / max(sums["n"], 1), acc=sums["correct"] / max(sums["n"], 1))
-    if "tokens" in sums:
-        out["token_acc"] = sums["tokens_correct"] / max(sums["tokens"], 1)
-        out["print_acc"] = sums["prints_correct"] / max(sums["prints"], 1)
+    if "tokens" in sums: out["token_acc"] = sums["tokens_correct"] / max(sums["tokens"], 1)
+    if "prints" in sums: out["print_acc"] = sums["prints_correct"] / max(sums["prints"], 1)
+    if "final_correct" in sums: out["final_acc"] = sums["final_correct"] / max(sums["n"], 1)
     return out
 
 # %% ../nbs/07b_training.ipynb #48697d2b
@@ -200,7 +223,7 @@ class AlgoTask(Task):
         if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
         self.spec = cfg.spec()
         self.enc = _load_data(self.spec, self.data_dir, dd, say)
-        self.longer = longer_tests(self.spec)                         # code execution: programs 2x and 4x as long
+        self.longer = longer_tests(self.spec)                         # code execution, formal languages: longer samples
         seed_all(cfg.seed)
         self.mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in [*self.enc.values(), *self.longer.values()]))
         self.model = SeqModel(self.mcfg).to(dd.device)
@@ -252,17 +275,16 @@ def train_step(self:AlgoTask, step:int) -> dict:
     return {**s, "tokens_seen": int(b["lengths"].sum())}
 
 # %% ../nbs/07b_training.ipynb #longer02
-LONGER = (2, 4)  # code execution: test programs with this many times the training statements
-
 def longer_tests(spec:TaskSpec, n:int=500) -> dict:
-    "{factor: the encoded test split of programs `factor` times as long} for code execution; {} for other tasks."
-    if spec.task != "codeexec": return {}
-    return {f: encode((s := dataclasses.replace(spec, n_statements=f * spec.n_statements, n_test=n)).generate("test"), s) for f in LONGER}
+    "{factor: the encoded test split of samples `factor` times as long} for the tasks that define it; {} for the others."
+    if TASKS[spec.task]["longer"] is None: return {}
+    factors, longer = TASKS[spec.task]["longer"]
+    return {f: encode((s := dataclasses.replace(longer(spec, f), n_test=n)).generate("test"), s) for f in factors}
 
 # %% ../nbs/07b_training.ipynb #555e16f8
 @patch
 def plot(self:AlgoTask, rows:list[dict], path):
-    acc = ["acc", "print_acc"] if self.spec.objective == "token" else ["acc"]
+    acc = ["acc", {"token": "print_acc", "state": "token_acc"}[self.spec.objective]] if self.spec.objective != "sequence" else ["acc"]
     plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
                 title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
 
@@ -275,7 +297,8 @@ def finish(self:AlgoTask, best:dict, say) -> dict:
     rows, longer = [dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], {}
     for f, enc in self.longer.items():
         longer[f"test_{f}x"] = tf = evaluate(self.model, enc, self.spec.objective, 4 * self.config.batch_size, self.dd)
-        say(f"programs {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%, print accuracy {100 * tf['print_acc']:.2f}%")
+        say(f"samples {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%"
+            + "".join(f", {k.split('_')[0]} accuracy {100 * tf[k]:.2f}%" for k in ("print_acc", "token_acc") if k in tf))
         rows.append(dict(step=best["step"], epoch=best["task"]["epoch"], split=f"test_{f}x", **tf))
     return dict(rows=rows, test_acc=t["acc"], test=t, **longer, best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
@@ -324,7 +347,8 @@ def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
         row = dict(model=m, params=r["n_params"], steps=r["step"], minutes=round(r["elapsed_s"] / 60, 2),
                    tokens_per_s=round(tps), test_acc=round(r["test_acc"], 4))
         if "print_acc" in r["test"]: row["test_print_acc"] = round(r["test"]["print_acc"], 4)
-        for f in LONGER:
-            if f"test_{f}x" in r: row[f"acc_{f}x"], row[f"print_acc_{f}x"] = round(r[f"test_{f}x"]["acc"], 4), round(r[f"test_{f}x"]["print_acc"], 4)
+        for split in [k for k in r if k.startswith("test_") and k.endswith("x")]:     # test_2x, test_10x, ...
+            row[f"acc_{split[5:]}"] = round(r[split]["acc"], 4)
+            if "print_acc" in r[split]: row[f"print_acc_{split[5:]}"] = round(r[split]["print_acc"], 4)
         rows.append(row); log(row)
     return rows
