@@ -138,7 +138,7 @@ def format_table(res:dict) -> str:
 
 # %% ../nbs/10_benchmarks.ipynb #9498c018
 def main(argv=None):
-    "Command-line entry point: `python -m rfwp.bench ops --help`."
+    "Command-line entry point: `python -m rfwp.bench ops --help`, `python -m rfwp.bench formal --help`."
     p = argparse.ArgumentParser(prog="python -m rfwp.bench", description="Benchmarks of rfwp, printed as a markdown table.")
     sub = p.add_subparsers(dest="what", required=True)
     o = sub.add_parser("ops", help="forward+backward speed and peak memory of every op and impl on the CPU (fp32)")
@@ -150,7 +150,29 @@ def main(argv=None):
     o.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     o.add_argument("--json", default=None, help="also write the results to this JSON file")
+    from rfwp.formal import VARIANTS, LANGS, formal_suite, suite_table
+    f = sub.add_parser("formal", help="the state-tracking table: every model variant on every formal language, in and out of length")
+    f.add_argument("--models", default=",".join(VARIANTS), help=f"comma-separated variants (default: all of {', '.join(VARIANTS)})")
+    f.add_argument("--langs", default=",".join(LANGS), help=f"comma-separated languages (default: all of {', '.join(LANGS)})")
+    f.add_argument("--seeds", default="1", help="comma-separated training seeds; the table shows their mean (default: 1)")
+    f.add_argument("--jobs", type=int, default=2, help="runs at a time, one CPU thread each (default: 2)")
+    f.add_argument("--steps", type=int, default=None, help="training steps per run (default: the laptop preset's 400)")
+    f.add_argument("--root", default="runs/formal", help="run directories go in ROOT/<lang>-<model>-s<seed> (default: runs/formal)")
+    f.add_argument("--data-dir", default="data", help="where the datasets are generated (default: data)")
+    f.add_argument("--json", default=None, help="also write the rows to this JSON file")
     a = p.parse_args(argv)
+    if a.what == "formal":
+        say = lambda r: print(f"{r['lang']:8s} {r['model']:15s} seed {r['seed']}: {100 * r['acc']:.1f} / "
+                              + " / ".join(f"{100 * r[f'acc_{x}x']:.1f}" for x in (2.5, 10)) + f"  ({r['minutes']} min)", file=sys.stderr, flush=True)
+        kw = {} if a.steps is None else dict(steps=a.steps, eval_every=max(1, a.steps // 2))
+        try:
+            rows = formal_suite(tuple(x for x in a.models.split(",") if x), tuple(x for x in a.langs.split(",") if x),
+                                tuple(int(s) for s in a.seeds.split(",") if s), a.root, a.data_dir, a.jobs, say, **kw)
+        except ValueError as e: p.error(str(e))
+        print(suite_table(rows))
+        if a.json:
+            with open(a.json, "w") as fh: json.dump(rows, fh, indent=1)
+        return rows
     parse = lambda s: [tuple(int(x) for x in part.split(",")) for part in s.split(";") if part]
     ops = [x for x in a.ops.split(",") if x]
     bad = [x for x in ops if x not in CASES]

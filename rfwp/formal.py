@@ -11,7 +11,8 @@ from itertools import permutations
 from .tasks import Vocab, TaskSpec, register_task
 
 # %% auto #0
-__all__ = ['S3', 'LANGS', 'FORMAL_SRC_VOCAB', 'FORMAL_TGT_VOCAB', 'LONGER', 'formal_sample', 'formal_label', 'formal_labels']
+__all__ = ['S3', 'LANGS', 'FORMAL_SRC_VOCAB', 'FORMAL_TGT_VOCAB', 'LONGER', 'VARIANTS', 'formal_sample', 'formal_label',
+           'formal_labels', 'formal_suite', 'suite_table']
 
 # %% ../nbs/07c_formal.ipynb #f0000006
 S3 = list(permutations(range(3)))  # the six elements of S3, token pk is S3[k]
@@ -130,3 +131,68 @@ register_task("formal", "state", FORMAL_SRC_VOCAB, FORMAL_TGT_VOCAB,
               "formal languages (state tracking): the label after every prefix, e.g. the parity so far",
               ["lang", "min_len", "max_len"], lambda s: f"formal-{s.lang}-l{s.min_len}-{s.max_len}-s{s.seed}",
               lambda rng, s: formal_sample(rng, s.lang, s.min_len, s.max_len), longer=(LONGER, _longer))
+
+# %% ../nbs/07c_formal.ipynb #f0000021
+VARIANTS = {  # name -> TrainConfig overrides
+    "lstm": dict(model="lstm"), "transformer": dict(model="transformer"), "linear": dict(model="linear"),
+    "delta": dict(model="delta"), "delta-neg": dict(model="delta", beta_range=2.0),
+    "delta-gate": dict(model="delta", gate=True), "delta-gate-neg": dict(model="delta", gate=True, beta_range=2.0),
+    "delta_rnn": dict(model="delta_rnn"), "delta_rnn-neg": dict(model="delta_rnn", beta_range=2.0),
+    "delta_lstm": dict(model="delta_lstm"), "rdn": dict(model="rdn"),
+}
+
+def _suite_run(job:tuple) -> dict:
+    "One run of the suite (in a worker process): train, test, return a row."
+    import time, torch
+    from rfwp.train import make_config, train
+    torch.set_num_threads(1)
+    variant, lang, seed, root, data_dir, overrides = job
+    cfg = make_config("formal", "laptop", lang=lang, seed=seed, **{**VARIANTS[variant], **overrides})
+    t0 = time.time()
+    r = train(cfg, f"{root}/{lang}-{variant}-s{seed}", data_dir, overwrite=True, threads=1, progress=False, log=lambda *a, **k: None)
+    row = dict(lang=lang, model=variant, seed=seed, params=r["n_params"], steps=r["step"], minutes=round((time.time() - t0) / 60, 2),
+               acc=r["test"]["acc"], final_acc=r["test"]["final_acc"])
+    for f in LONGER: row[f"acc_{f}x"], row[f"final_acc_{f}x"] = r[f"test_{f}x"]["acc"], r[f"test_{f}x"]["final_acc"]
+    return row
+
+def formal_suite(variants=tuple(VARIANTS), # names of `VARIANTS`
+                 langs=tuple(LANGS), # names of `LANGS`
+                 seeds=(1,), # training seeds (the data seed stays 0)
+                 root="runs/formal", # run directories go in root/<lang>-<variant>-s<seed>
+                 data_dir="data", # where the datasets are generated
+                 jobs:int=2, # runs at a time (one CPU thread each)
+                 log=print, # called with each row as it finishes
+                 **overrides, # `TrainConfig` fields on top of the laptop preset
+                ) -> list[dict]:
+    "Train and test every variant on every language; rows {lang, model, seed, acc, acc_2.5x, acc_10x, ...}."
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from rfwp.train import make_config
+    for v in variants:
+        if v not in VARIANTS: raise ValueError(f"variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    for lang in langs:
+        if lang not in LANGS: raise ValueError(f"langs: unknown language {lang!r}; choose from {', '.join(LANGS)}")
+        for v in variants: make_config("formal", "laptop", lang=lang, **{**VARIANTS[v], **overrides})   # bad overrides fail here
+    todo = [(v, lang, s, str(root), str(data_dir), overrides) for lang in langs for v in variants for s in seeds]
+    rows = []
+    if jobs <= 1:
+        for j in todo: rows.append(_suite_run(j)); log(rows[-1])
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as ex:
+            for fut in as_completed([ex.submit(_suite_run, j) for j in todo]): rows.append(fut.result()); log(rows[-1])
+    order = {(lang, v, s): i for i, (v, lang, s, *_) in enumerate(todo)}
+    return sorted(rows, key=lambda r: order[r["lang"], r["model"], r["seed"]])
+
+def suite_table(rows:list[dict]) -> str:
+    "A markdown table: a row per variant, a column per language, cells 'in / 2.5x / 10x' sequence accuracy (%), the mean over seeds."
+    langs = list(dict.fromkeys(r["lang"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    keys = ["acc"] + [f"acc_{f}x" for f in LONGER]
+    out = ["| model | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+    for m in models:
+        cells = []
+        for lang in langs:
+            rs = [r for r in rows if r["model"] == m and r["lang"] == lang]
+            cells.append(" / ".join(f"{100 * sum(r[k] for r in rs) / len(rs):.0f}" for k in keys) if rs else "")
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(out)

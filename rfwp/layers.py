@@ -16,13 +16,14 @@ from .ops.fastnets import delta_rnn, delta_lstm, delta_delta, delta_mlp
 from .ops.rdn import recurrent_delta_rule, init_rdn_weights
 
 # %% auto #0
-__all__ = ['LAYERS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block', 'FWPBlock',
-           'LinearBlock', 'gate_parameters', 'gate_decay', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock',
+__all__ = ['LAYERS', 'QK_NORMS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block',
+           'FWPBlock', 'LinearBlock', 'gate_parameters', 'gate_decay', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock',
            'DeltaRNNBlock', 'DeltaLSTMBlock', 'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock',
            'make_layer']
 
 # %% ../nbs/06_layers.ipynb #5ab46e33
 LAYERS: dict = {}  # kind -> Block subclass, filled by `register` below
+QK_NORMS = ("sum", "l2")  # `LayerConfig.qk_norm`
 
 @dataclass
 class LayerConfig:
@@ -37,6 +38,7 @@ class LayerConfig:
     impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
     beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
     gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; kinds delta, lstm_delta)
+    qk_norm: str = "sum"       # delta, lstm_delta: q, k = sumnorm(ELU+1) ("sum", the paper's) or L2-normalised SiLU ("l2": ‖k‖ = 1)
 
     def __post_init__(self):
         if self.kind not in LAYERS: raise ValueError(f"LayerConfig: unknown kind {self.kind!r}; valid kinds: {', '.join(LAYERS)}")
@@ -51,7 +53,8 @@ class LayerConfig:
         if self.impl not in IMPLS: raise ValueError(f"LayerConfig: unknown impl={self.impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
         if not isinstance(self.beta_range, (int, float)) or not 0 < self.beta_range <= 2:
             raise ValueError(f"LayerConfig: beta_range must be in (0, 2], got {self.beta_range!r}")
-        for opt, on in (("beta_range", self.beta_range != 1), ("gate", bool(self.gate))):
+        if self.qk_norm not in QK_NORMS: raise ValueError(f"LayerConfig: qk_norm must be one of {', '.join(QK_NORMS)}, got {self.qk_norm!r}")
+        for opt, on in (("beta_range", self.beta_range != 1), ("gate", bool(self.gate)), ("qk_norm", self.qk_norm != "sum")):
             if on and opt not in LAYERS[self.kind].options:
                 raise ValueError(f"LayerConfig: kind {self.kind!r} has no option {opt}; kinds with it: "
                                  f"{', '.join(k for k, c in LAYERS.items() if opt in c.options)}")
@@ -209,7 +212,7 @@ def gate_decay(a:Tensor, # (B, T, H) gate pre-activations
 @register("delta")
 class DeltaBlock(FWPBlock):
     "Delta Net: q, k = sumnorm(ELU+1), β = beta_range·σ(·), delta-rule fast weights (optionally gated). State (S (B, H, D, D),)."
-    options = ("beta_range", "gate")
+    options = ("beta_range", "gate", "qk_norm")
     def __init__(self, cfg:LayerConfig):
         super().__init__(cfg)
         if cfg.gate: self.A_log, self.dt_bias = gate_parameters(self.H)
@@ -217,7 +220,8 @@ class DeltaBlock(FWPBlock):
     def fwp(self, p, state):
         q, k, v, b, *a = p.split([self.D] * 3 + [1] * (1 + int(self.cfg.gate)), -1)   # (B, T, H, D) ×3, (B, T, H, 1)
         g = gate_decay(a[0][..., 0], self.A_log, self.dt_bias) if a else None
-        o, S = delta_rule(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]), initial_state=_first(state),
+        fm = elu_sumnorm if self.cfg.qk_norm == "sum" else (lambda x: F.normalize(F.silu(x), dim=-1))
+        o, S = delta_rule(fm(q), fm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]), initial_state=_first(state),
                           output_final_state=True, impl=self.cfg.impl, g=g)
         return o, (S,)
 

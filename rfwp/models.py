@@ -44,6 +44,7 @@ class ModelConfig:
     impl: str = "auto"          # op implementation: "naive", "torch", "triton" or "auto"
     beta_range: float = 1.0     # β = beta_range·σ(·) in the delta-rule kinds: 2 allows negative eigenvalues (see `LayerConfig`)
     gate: bool = False          # Gated DeltaNet's decay of the fast weights (kinds delta, lstm_delta)
+    qk_norm: str = "sum"        # delta, lstm_delta: "sum" (sumnorm(ELU+1), the paper's) or "l2" (L2-normalised SiLU)
 
     def __post_init__(self):
         if not isinstance(self.vocab_size, int) or self.vocab_size < 1:
@@ -71,7 +72,7 @@ def layer_config(self:ModelConfig) -> LayerConfig:
     "The configuration shared by every block."
     return LayerConfig(self.kind, self.d_model, self.n_heads, ff_dim=self.ff_dim, dropout=self.dropout,
                        fast_depth=self.fast_depth, scale_heads=self.scale_heads, impl=self.impl,
-                       beta_range=self.beta_range, gate=self.gate)
+                       beta_range=self.beta_range, gate=self.gate, qk_norm=self.qk_norm)
 
 @patch
 def used_cutoffs(self:ModelConfig) -> list[int]:
