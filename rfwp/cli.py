@@ -15,7 +15,8 @@ from .train import TrainConfig, PRESETS, RESUMABLE, make_config, train, evaluate
 from .utils import IMPLS
 from .run import (CheckpointError, RunFileError, SCHEDULES, load_checkpoint, load_weights, setup_dist, add_config_args,
                       given_args, option_error)
-from .layers import LAYERS
+from .layers import LAYERS, QK_NORMS
+from .formal import LANGS
 from .models import ModelConfig, SeqModel
 
 # %% auto #0
@@ -24,7 +25,7 @@ __all__ = ['TRAIN_OPTIONS', 'CHOICES', 'EXTERNAL', 'EXTERNAL_COMMANDS', 'make_pa
 
 # %% ../nbs/11_cli.ipynb #22df55f5
 TRAIN_OPTIONS = [f.name for f in fields(TrainConfig) if f.name != "task"]  # every config field but the task (a positional argument)
-CHOICES = dict(model=list(LAYERS), impl=list(IMPLS), schedule=list(SCHEDULES))
+CHOICES = dict(model=list(LAYERS), impl=list(IMPLS), schedule=list(SCHEDULES), qk_norm=list(QK_NORMS), lang=list(LANGS))
 
 def _positive(s:str) -> int:
     "An int >= 1."
@@ -91,9 +92,11 @@ def subparser(parser:argparse.ArgumentParser, name:str) -> argparse.ArgumentPars
 
 # %% ../nbs/11_cli.ipynb #81fcb5b8
 def default_run_dir(cfg:TrainConfig, preset:str) -> str:
-    "runs/<task and its parameter>-<model>-<preset>."
-    t = f"listops-d{cfg.depth}" if cfg.task == "listops" else f"codeexec-v{cfg.n_vars}-n{cfg.n_statements}"
-    return f"runs/{t}-{cfg.model}-{preset}"
+    "runs/<task and its parameter>-<model>[-<options>]-<preset>, e.g. runs/formal-parity-l40-delta-beta2-laptop."
+    t = {"listops": f"listops-d{cfg.depth}", "codeexec": f"codeexec-v{cfg.n_vars}-n{cfg.n_statements}",
+         "formal": f"formal-{cfg.lang}-l{cfg.train_len}"}[cfg.task]
+    opts = (f"-beta{cfg.beta_range:g}" if cfg.beta_range != 1 else "") + ("-gate" if cfg.gate else "") + (f"-{cfg.qk_norm}" if cfg.qk_norm != "sum" else "")
+    return f"runs/{t}-{cfg.model}{opts}-{preset}"
 
 def cmd_train(a:argparse.Namespace, parser) -> int:
     "`rfwp train`."

@@ -1,6 +1,6 @@
 "Formal languages: labels against an evaluator written here, determinism, lengths, the task, and the state-tracking claim itself."
 import random, re
-import pytest, torch
+import pytest
 from rfwp.formal import LANGS, formal_sample, formal_labels, S3, formal_suite, suite_table, VARIANTS
 from rfwp.tasks import TaskSpec, TASKS, encode
 from rfwp.train import make_config, train, longer_tests
@@ -9,7 +9,7 @@ QUIET = dict(overwrite=True, threads=1, progress=False, log=lambda *a, **k: None
 
 def my_labels(lang, toks):
     "A third evaluator, test-local: a dict-driven automaton (S3 by composing permutations as dicts)."
-    out, st = [], 0
+    out = []
     if lang == "s3":
         p = {0: 0, 1: 1, 2: 2}
         for t in toks:
@@ -70,16 +70,28 @@ def test_config_validation():
     with pytest.raises(ValueError, match="unknown variant"): formal_suite(("rdn-gate",), ("parity",))
 
 def test_parity_needs_negative_eigenvalues(tmp_path):
-    """The claim of Grazzi et al. (2024), at a CI size: one-block Delta Nets, parity on strings of 1-20 symbols, 250 steps
-    (~10 s each on one thread). With beta in (0, 2) the model tracks parity on strings 10x as long; with beta in (0, 1)
-    it cannot, however long it trains. Measured (seeds 1-3): beta 2: 100% in length, 95-100% at 10x; beta 1: 0% at 10x."""
-    kw = dict(model="delta", n_layers=1, train_len=20, n_train=2000, n_valid=100, n_test=200, steps=250, eval_every=250, max_minutes=0)
+    """The claim of Grazzi et al. (2024) at a CI size: one-block Delta Nets with unit-norm keys (qk_norm l2), parity on
+    strings of 1-20 symbols, 400 steps (~20 s each on one thread). With beta in (0, 2) the model learns parity on the
+    training lengths; with beta in (0, 1) it does not, and it is at chance on strings 10x as long.
+    Measured (seeds 1-3): beta 2: 100% sequence accuracy in length (10x: 76%, 0%, 25%: length generalisation needs
+    beta to saturate at 2, see the notebook); beta 1: 17-45% in length, 0% at 10x."""
+    kw = dict(model="delta", n_layers=1, qk_norm="l2", train_len=20, n_train=2000, n_valid=100, n_test=200, steps=400,
+              eval_every=400, max_minutes=0)
     neg = train(make_config("formal", lang="parity", beta_range=2.0, **kw), tmp_path / "neg", tmp_path / "data", **QUIET)
     pos = train(make_config("formal", lang="parity", beta_range=1.0, **kw), tmp_path / "pos", tmp_path / "data", **QUIET)
-    assert neg["test"]["acc"] > 0.9 and neg["test_10x"]["acc"] > 0.8, (neg["test"], neg["test_10x"])
-    assert pos["test_10x"]["acc"] < 0.05 and pos["test_10x"]["final_acc"] < 0.65, pos["test_10x"]
+    assert neg["test"]["acc"] > 0.9, neg["test"]
+    assert pos["test"]["acc"] < 0.7 and pos["test_10x"]["acc"] < 0.05 and pos["test_10x"]["final_acc"] < 0.65, (pos["test"], pos["test_10x"])
 
 def test_suite_table_format():
     rows = [dict(lang="parity", model="lstm", seed=s, acc=1.0, **{"acc_2.5x": 0.5, "acc_10x": 0.25 * s}) for s in (1, 2)]
     assert suite_table(rows).splitlines()[-1] == "| lstm | 100 / 50 / 38 |"
     assert set(VARIANTS) >= {"lstm", "transformer", "linear", "delta", "delta-neg", "delta-gate", "rdn"}
+
+def test_bench_formal_command(tmp_path, capsys):
+    from rfwp.bench import main
+    rows = main(["formal", "--models", "lstm", "--langs", "dyck1", "--steps", "3", "--jobs", "1",
+                 "--root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "rows.json")])
+    out = capsys.readouterr().out
+    assert out.splitlines()[:2] == ["| model | dyck1 |", "|---|---|"] and rows[0]["steps"] == 3 and (tmp_path / "rows.json").exists()
+    with pytest.raises(SystemExit): main(["formal", "--models", "lstm,srwm", "--langs", "parity", "--root", str(tmp_path / "r2")])
+    assert "unknown variant 'srwm'" in capsys.readouterr().err
