@@ -37,7 +37,7 @@ class LayerConfig:
     scale_heads: bool = False  # multiply head outputs by 1/√D before the output projection (the official LM code does)
     impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
     beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
-    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; kinds delta, lstm_delta)
+    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; kinds delta, lstm_delta, delta_rnn)
     qk_norm: str = "sum"       # delta, lstm_delta: q, k = sumnorm(ELU+1) ("sum", the paper's) or L2-normalised SiLU ("l2": ‖k‖ = 1)
 
     def __post_init__(self):
@@ -269,13 +269,17 @@ class DeltaDeltaBlock(FWPBlock):
 @register("delta_rnn")
 class DeltaRNNBlock(FWPBlock):
     "Delta RNN: Delta Net output plus a recurrent delta-rule fast matrix read with softmax(y_{t-1}). State (S, R, y)."
-    options = ("beta_range",)  # the feedforward β; β^r stays in (0, 1) (the reversal backward inverts its write)
-    def width(self): return 5 * self.D + 2
+    options = ("beta_range", "gate")  # on the feedforward S; β^r stays in (0, 1) (the reversal backward inverts R's write)
+    def __init__(self, cfg:LayerConfig):
+        super().__init__(cfg)
+        if cfg.gate: self.A_log, self.dt_bias = gate_parameters(self.H)
+    def width(self): return 5 * self.D + 2 + int(self.cfg.gate)
     def fwp(self, p, state):
-        q, k, v, kr, vr, b, br = p.split([self.D] * 5 + [1, 1], -1)
+        q, k, v, kr, vr, b, br, *a = p.split([self.D] * 5 + [1] * (2 + int(self.cfg.gate)), -1)
+        g = gate_decay(a[0][..., 0], self.A_log, self.dt_bias) if a else None
         o, S = delta_rnn(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]),
                          torch.softmax(kr, -1), vr, torch.sigmoid(br[..., 0]),
-                         initial_state=state, output_final_state=True, impl=self.cfg.impl)
+                         initial_state=state, output_final_state=True, impl=self.cfg.impl, g=g)
         return o, tuple(S)
 
 @register("delta_lstm")

@@ -298,3 +298,34 @@ def test_loops_use_the_shared_thread_policy(name, monkeypatch):
     for a, b in zip(out, outputs_and_grads(fn("torch"), x)): assert_close(name, a, b, 1e-13)
     assert calls == []
     set_threads(1)
+
+# ---- the Delta RNN with the gated delta rule (decay g) and β in (0, 2) on its feedforward fast matrix
+
+def rnn_g_inputs(B, T, H, D, state=True, seed=0):
+    x = rnn_inputs(B, T, H, D, state=state, seed=seed)
+    x[3] = 2 * x[3]                                                     # β in (0, 2)
+    return x + [-2 * torch.rand(B, T, H, generator=torch.Generator().manual_seed(seed + 5), dtype=torch.float64)]
+
+def rnn_g_fn(impl, state=True):
+    return lambda *x: delta_rnn(*x[:7], initial_state=tuple(x[7:-1]) if state else None, output_final_state=True, impl=impl, g=x[-1])
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("state", [True, False])
+def test_gated_rnn_matches_naive(shape, state, monkeypatch):
+    if shape[1] == 70: monkeypatch.setattr(fastnets, "_SEGMENT", 16)    # also through the segmented chunked delta rule
+    x = rnn_g_inputs(*shape, state=state)
+    ref, out = outputs_and_grads(rnn_g_fn("naive", state), x), outputs_and_grads(rnn_g_fn("torch", state), x)
+    assert len(ref) == len(out)
+    for i, (a, b) in enumerate(zip(ref, out)):
+        assert a is not None and b is not None, f"entry {i} has no gradient"
+        assert_close(f"gated rnn entry {i}", a, b, 1e-10)
+
+def test_gated_rnn_reduces_to_plain_and_bad_g():
+    x = rnn_inputs(2, 30, 2, 8)
+    plain, _ = delta_rnn(*x[:7], tuple(x[7:]))
+    zero, _ = delta_rnn(*x[:7], tuple(x[7:]), g=torch.zeros(2, 30, 2, dtype=torch.float64))
+    assert_close("g=0", plain, zero, 1e-12)
+    decayed, _ = delta_rnn(*x[:7], tuple(x[7:]), g=-torch.ones(2, 30, 2, dtype=torch.float64))
+    with pytest.raises(AssertionError): assert_close("decay", plain, decayed, 1e-6)
+    with pytest.raises(ValueError, match="`g` must have 3 dims"): delta_rnn(*x[:7], g=torch.zeros(2, 30, 2, 1, dtype=torch.float64))
+    with pytest.raises(TypeError, match="`g` has dtype"): delta_rnn(*x[:7], g=torch.zeros(2, 30, 2))

@@ -8,7 +8,7 @@ from rfwp.models import ModelConfig, SeqModel, count_params
 KINDS = ["linear", "delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm", "rdn", "lstm_delta", "lstm", "transformer"]
 # (kind, extra LayerConfig fields): every kind, plus a deeper fast net and the LM head scaling
 CASES = [(k, {}) for k in KINDS] + [("delta_mlp", dict(fast_depth=2)), ("delta", dict(scale_heads=True)),
-         ("delta", dict(beta_range=2.0, gate=True)), ("lstm_delta", dict(gate=True)), ("delta_rnn", dict(beta_range=2.0)),
+         ("delta", dict(beta_range=2.0, gate=True)), ("lstm_delta", dict(gate=True)), ("delta_rnn", dict(beta_range=2.0, gate=True)),
          ("delta_lstm", dict(beta_range=2.0)), ("delta_delta", dict(beta_range=2.0)), ("delta_mlp", dict(beta_range=2.0))]
 IDS = [k + "".join(f"-{a}{b}" for a, b in kw.items()) for k, kw in CASES]
 d_model, H = 32, 4
@@ -315,7 +315,7 @@ def test_options_change_the_layer_and_are_refused_where_absent():
     with torch.no_grad(): assert not torch.allclose(plain(x)[0], neg(x)[0])
     gated = block("delta", gate=True)
     assert gated.width() == plain.width() + 1 and gated.A_log.shape == (H,) and gated.dt_bias.shape == (H,)
-    for kind in ("linear", "rdn", "lstm", "transformer", "delta_rnn", "delta_lstm", "delta_delta", "delta_mlp"):
+    for kind in ("linear", "rdn", "lstm", "transformer", "delta_lstm", "delta_delta", "delta_mlp"):
         with pytest.raises(ValueError, match="no option gate"): LayerConfig(kind, d_model, H, gate=True)
     for kind in ("linear", "rdn", "lstm", "transformer"):
         with pytest.raises(ValueError, match="no option beta_range"): LayerConfig(kind, d_model, H, beta_range=2.0)

@@ -305,7 +305,7 @@ def api_pages(src_dir, nbs):
         for n in names:
             obj = getattr(M, n, None)
             if obj is None: continue
-            home = getattr(obj, "__module__", mod)
+            home = getattr(obj, "__module__", mod) if inspect.isclass(obj) or inspect.isroutine(obj) else mod  # an instance (a Vocab) lives here
             if home != mod and home in mods:
                 md.append(f"### {n}\n\nDefined in [{home}]({home}.html#{_anchor(n)}).\n"); continue
             if not (inspect.isclass(obj) or callable(obj)):

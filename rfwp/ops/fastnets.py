@@ -20,8 +20,9 @@ __all__ = ['delta_mlp_naive', 'delta_mlp_torch', 'delta_mlp', 'delta_delta_naive
            'delta_lstm_naive', 'DeltaLSTMRecurrence', 'delta_lstm_torch', 'delta_lstm']
 
 # %% ../../nbs/03_fast_nets.ipynb #fe4afe28
-def _write(S, k, v, beta):
-    "One delta-rule write: S + β k (v − Sᵀk)ᵀ, batched over leading dims."
+def _write(S, k, v, beta, g=None):
+    "One delta-rule write: S + β k (v − Sᵀk)ᵀ, batched over leading dims; with a log decay `g`, S is first scaled by exp(g)."
+    if g is not None: S = g.exp()[..., None, None] * S
     v_old = torch.einsum('...kv,...k->...v', S, k)                      # (..., V)
     return S + torch.einsum('...k,...v->...kv', k, beta[..., None] * (v - v_old))
 
@@ -52,13 +53,14 @@ def _cast(xs, dt):
 # %% ../../nbs/03_fast_nets.ipynb #13488a75
 _SEGMENT = 512  # steps per chunked delta_rule call inside the fast nets (bounds the backward's memory)
 
-def _delta_rule(q, k, v, beta, S0):
-    "Chunked `delta_rule` returning the final state, fed in segments of `_SEGMENT` steps."
+def _delta_rule(q, k, v, beta, S0, g=None):
+    "Chunked `delta_rule` (gated when `g` is given) returning the final state, fed in segments of `_SEGMENT` steps."
     T = q.shape[1]
-    if T <= _SEGMENT: return delta_rule(q, k, v, beta, S0, True, impl="torch")
+    if T <= _SEGMENT: return delta_rule(q, k, v, beta, S0, True, impl="torch", g=g)
     outs, S = [], S0
-    for x in zip(*(t.split(_SEGMENT, dim=1) for t in (q, k, v, beta))):
-        o, S = delta_rule(*x, S, True, impl="torch")
+    gs = [None] * -(-T // _SEGMENT) if g is None else g.split(_SEGMENT, dim=1)
+    for x, gi in zip(zip(*(t.split(_SEGMENT, dim=1) for t in (q, k, v, beta))), gs):
+        o, S = delta_rule(*x, S, True, impl="torch", g=gi)
         outs.append(o)
     return torch.cat(outs, dim=1), S
 
@@ -230,11 +232,12 @@ def delta_rnn_naive(q:Tensor, # queries (B, T, H, D), mapped
                     S0:Tensor, # initial feedforward fast matrix (B, H, D, D)
                     R0:Tensor, # initial recurrent fast matrix (B, H, D, D)
                     y0:Tensor, # previous output (B, H, D)
+                    g:Tensor|None=None, # log decays of S (B, T, H); None: no decay
                    ) -> tuple: # outputs (B, T, H, D) and (S, R, y)
     "Per-step reference of the Delta RNN."
     S, R, y, outs = S0, R0, y0, []
     for t in range(q.shape[1]):
-        S = _write(S, k[:, t], v[:, t], beta[:, t])                     # feedforward fast matrix
+        S = _write(S, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])   # feedforward fast matrix
         R = _write(R, kr[:, t], vr[:, t], beta_r[:, t])                 # recurrent fast matrix
         y = _read(S, q[:, t]) + _read(R, torch.softmax(y, -1))          # (B, H, D)
         outs.append(y)
@@ -325,10 +328,10 @@ class DeltaRNNRecurrence(torch.autograd.Function):
         return gy[1:, :, 0], dk.mul_(b)[:, :, 0], Gk.mul_(b)[:, :, 0], dbeta, G, gy[0, :, 0]
 
 # %% ../../nbs/03_fast_nets.ipynb #da690d0e
-def delta_rnn_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, y0):
-    "Delta RNN: chunked delta rule for z, then the sequential read-out with the reversal backward."
+def delta_rnn_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, y0, g=None):
+    "Delta RNN: chunked (optionally gated) delta rule for z, then the sequential read-out with the reversal backward."
     B, T, H, D = q.shape
-    z, S = _delta_rule(q, k, v, beta, S0)                               # (B, T, H, D)
+    z, S = _delta_rule(q, k, v, beta, S0, g)                            # (B, T, H, D)
     y, R = DeltaRNNRecurrence.apply(_steps(z), _steps(kr), _steps(vr), _steps(beta_r),
                                     R0.reshape(B * H, D, D), y0.reshape(B * H, D))
     o = y.view(T, B, H, D).transpose(0, 1)                              # (B, T, H, D)
@@ -338,23 +341,29 @@ def delta_rnn_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, y0):
 def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
               k:Tensor, # keys (B, T, H, D), already feature-mapped
               v:Tensor, # values (B, T, H, D)
-              beta:Tensor, # write strengths (B, T, H), in (0, 1)
+              beta:Tensor, # write strengths (B, T, H): in (0, 1), or (0, 2) for negative eigenvalues
               kr:Tensor, # recurrent keys (B, T, H, D), already softmaxed
               vr:Tensor, # recurrent values (B, T, H, D)
               beta_r:Tensor, # recurrent write strengths (B, T, H), in (0, 1)
               initial_state:tuple|None=None, # (S (B, H, D, D), R (B, H, D, D), y (B, H, D)); zeros when None
               output_final_state:bool=False, # also return (S, R, y)
               impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
+              g:Tensor|None=None, # log decay (B, T, H), <= 0, of the feedforward fast matrix S (gated delta rule)
              ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
-    "Delta RNN: y_t = S_tᵀq_t + R_tᵀ softmax(y_{t-1}), both fast matrices written by the delta rule."
+    "Delta RNN: y_t = S_tᵀq_t + R_tᵀ softmax(y_{t-1}), both fast matrices written by the delta rule (S optionally decayed by exp(g_t))."
     op = "delta_rnn"
-    dims = _check({'q': (q, "B T H D"), 'k': (k, "B T H D"), 'v': (v, "B T H D"), 'beta': (beta, "B T H"),
-                   'kr': (kr, "B T H D"), 'vr': (vr, "B T H D"), 'beta_r': (beta_r, "B T H")}, op)
+    specs = {'q': (q, "B T H D"), 'k': (k, "B T H D"), 'v': (v, "B T H D"), 'beta': (beta, "B T H"),
+             'kr': (kr, "B T H D"), 'vr': (vr, "B T H D"), 'beta_r': (beta_r, "B T H")}
+    if g is not None: specs['g'] = (g, "B T H")
+    dims = _check(specs, op)
     S0, R0, y0 = _unpack_state(initial_state, ["S", "R", "y"], op)
     st = {'initial_state[0] (S)': S0, 'initial_state[1] (R)': R0, 'initial_state[2] (y)': y0}
     check_shapes(dict(zip(st, zip(st.values(), ["B H D D", "B H D D", "B H D"]))), op=op, **{s: dims[s] for s in "BHD"})
-    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st}, op=op)
+    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
+    if impl == "triton" and g is not None:
+        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' or 'naive'")
+        impl = "torch"
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
@@ -370,7 +379,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
     S0, R0, y0 = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in
                   zip((S0, R0, y0), ((B, H, D, D), (B, H, D, D), (B, H, D)))]
-    o, S = (delta_rnn_naive if impl == "naive" else delta_rnn_torch)(*xs, S0, R0, y0)
+    o, S = (delta_rnn_naive if impl == "naive" else delta_rnn_torch)(*xs, S0, R0, y0, g=None if g is None else g.to(dt))
     return o.to(in_dtype), (S if output_final_state else None)
 
 # %% ../../nbs/03_fast_nets.ipynb #8339c72f
