@@ -14,12 +14,13 @@ from .ops.linear import elu_p1, elu_sumnorm, linear_attention
 from .ops.delta import delta_rule
 from .ops.fastnets import delta_rnn, delta_lstm, delta_delta, delta_mlp
 from .ops.rdn import recurrent_delta_rule, init_rdn_weights
+from .ops.srwm import srwm, init_srwm_weights
 
 # %% auto #0
 __all__ = ['LAYERS', 'QK_NORMS', 'LayerConfig', 'register', 'map_state', 'detach_state', 'reset_state', 'FeedForward', 'Block',
            'FWPBlock', 'LinearBlock', 'gate_parameters', 'gate_decay', 'DeltaBlock', 'DeltaMLPBlock', 'DeltaDeltaBlock',
-           'DeltaRNNBlock', 'DeltaLSTMBlock', 'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'LSTMBlock', 'TransformerBlock',
-           'make_layer']
+           'DeltaRNNBlock', 'DeltaLSTMBlock', 'RDNBlock', 'run_lstm', 'LSTMDeltaBlock', 'SRWMBlock', 'LSTMBlock',
+           'TransformerBlock', 'make_layer']
 
 # %% ../nbs/06_layers.ipynb #5ab46e33
 LAYERS: dict = {}  # kind -> Block subclass, filled by `register` below
@@ -37,7 +38,7 @@ class LayerConfig:
     scale_heads: bool = False  # multiply head outputs by 1/√D before the output projection (the official LM code does)
     impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
     beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
-    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; kinds delta, lstm_delta, delta_rnn)
+    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; delta-rule kinds but rdn)
     qk_norm: str = "sum"       # delta, lstm_delta: q, k = sumnorm(ELU+1) ("sum", the paper's) or L2-normalised SiLU ("l2": ‖k‖ = 1)
 
     def __post_init__(self):
@@ -229,40 +230,46 @@ class DeltaBlock(FWPBlock):
 @register("delta_mlp")
 class DeltaMLPBlock(FWPBlock):
     "Delta MLP: a residual fast MLP of `fast_depth` two-layer blocks (D -> 4D -> D), every layer a delta-rule matrix. State: 2N matrices."
-    options = ("beta_range",)
+    options = ("beta_range", "gate")  # the gate: one decay per head for all 2N matrices
     def __init__(self, cfg:LayerConfig):
         super().__init__(cfg)
         N, H, D = cfg.fast_depth, self.H, self.D
         self.ln_weight = nn.Parameter(torch.ones(N, H, D))              # per fast block and head
         self.ln_bias = nn.Parameter(torch.zeros(N, H, D))
+        if cfg.gate: self.A_log, self.dt_bias = gate_parameters(H)
 
     def sizes(self) -> list[int]:
-        "Split sizes of the per-head slow output: q, then (k₁, v₁, β₁, k₂, v₂, β₂) per fast block."
+        "Split sizes of the per-head slow output: q, then (k₁, v₁, β₁, k₂, v₂, β₂) per fast block, then the gate's a."
         D = self.D
-        return [D] + [D, 4 * D, 1, 4 * D, D, 1] * self.cfg.fast_depth
+        return [D] + [D, 4 * D, 1, 4 * D, D, 1] * self.cfg.fast_depth + [1] * int(self.cfg.gate)
 
     def width(self): return sum(self.sizes())
 
     def fwp(self, p, state):
         q, *rest = p.split(self.sizes(), -1)
+        g = gate_decay(rest.pop()[..., 0], self.A_log, self.dt_bias) if self.cfg.gate else None
         ks = [elu_sumnorm(k) for k in rest[0::3]]                       # 2N keys (B, T, H, D|4D)
         vs = rest[1::3]                                                 # 2N values (B, T, H, 4D|D)
         betas = [self.cfg.beta_range * torch.sigmoid(b[..., 0]) for b in rest[2::3]]   # 2N (B, T, H)
         o, S = delta_mlp(q, ks, vs, betas, ln_weight=self.ln_weight.to(p.dtype), ln_bias=self.ln_bias.to(p.dtype),
-                         initial_state=state, output_final_state=True, impl=self.cfg.impl)
+                         initial_state=state, output_final_state=True, impl=self.cfg.impl, g=g)
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #cc6d678f
 @register("delta_delta")
 class DeltaDeltaBlock(FWPBlock):
     "Delta Delta Net: a delta-rule fast net that programs a second one. State (S¹ (B, H, D, 3D+1), S² (B, H, D, D))."
-    options = ("beta_range",)  # the first fast net's β
-    def width(self): return 5 * self.D + 2
+    options = ("beta_range", "gate")  # both on the first fast net, S¹
+    def __init__(self, cfg:LayerConfig):
+        super().__init__(cfg)
+        if cfg.gate: self.A_log, self.dt_bias = gate_parameters(self.H)
+    def width(self): return 5 * self.D + 2 + int(self.cfg.gate)
     def fwp(self, p, state):
         D = self.D
-        q, k, v, b = p.split([D, D, 3 * D + 1, 1], -1)
+        q, k, v, b, *a = p.split([D, D, 3 * D + 1] + [1] * (1 + int(self.cfg.gate)), -1)
+        g = gate_decay(a[0][..., 0], self.A_log, self.dt_bias) if a else None
         o, S = delta_delta(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * torch.sigmoid(b[..., 0]), initial_state=state,
-                           output_final_state=True, impl=self.cfg.impl)
+                           output_final_state=True, impl=self.cfg.impl, g=g)
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #85dba1ce
@@ -285,15 +292,19 @@ class DeltaRNNBlock(FWPBlock):
 @register("delta_lstm")
 class DeltaLSTMBlock(FWPBlock):
     "Delta LSTM: three Delta Nets and three recurrent fast matrices as the gates of a coupled LSTM. State (S, R, h, c)."
-    options = ("beta_range",)  # the feedforward βs, as in the Delta RNN
-    def width(self): return 15 * self.D + 6
+    options = ("beta_range", "gate")  # on the feedforward S, as in the Delta RNN; the gate: a decay per head and gate net
+    def __init__(self, cfg:LayerConfig):
+        super().__init__(cfg)
+        if cfg.gate: self.A_log, self.dt_bias = (nn.Parameter(w.detach().view(self.H, 3)) for w in gate_parameters(3 * self.H))
+    def width(self): return 15 * self.D + 6 + 3 * int(self.cfg.gate)
     def fwp(self, p, state):
         B, T, H, _ = p.shape
-        x, b = p.split([15 * self.D, 6], -1)
+        x, b, *a = p.split([15 * self.D, 6] + [3] * int(self.cfg.gate), -1)
         q, k, v, kr, vr = x.view(B, T, H, 3, 5, self.D).unbind(4)     # (B, T, H, 3, D) each, gates (i, u, o)
         b = torch.sigmoid(b.view(B, T, H, 3, 2))                        # (β_g, β^r_g) per gate
+        g = gate_decay(a[0], self.A_log, self.dt_bias) if a else None   # (B, T, H, 3)
         o, S = delta_lstm(elu_sumnorm(q), elu_sumnorm(k), v, self.cfg.beta_range * b[..., 0], torch.softmax(kr, -1), vr, b[..., 1],
-                          initial_state=state, output_final_state=True, impl=self.cfg.impl)
+                          initial_state=state, output_final_state=True, impl=self.cfg.impl, g=g)
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #73ea15b1
@@ -344,6 +355,27 @@ class LSTMDeltaBlock(DeltaBlock):
         hc = None if slow_state is None else tuple(s.unsqueeze(0) for s in slow_state)   # (1, B, n) each
         p, (hn, cn) = run_lstm(self.slow, h, hc)                        # (B, T, H·(3D+1))
         return p, (hn[0], cn[0])
+
+# %% ../nbs/06_layers.ipynb #srwmb002
+@register("srwm")
+class SRWMBlock(Block):
+    "Self-referential weight matrix: one matrix per head makes its output, key, query and learning rates. State (ΔW,)."
+    def __init__(self, cfg:LayerConfig):
+        super().__init__(cfg)
+        self.W = nn.Parameter(torch.empty(self.H, self.D, 3 * self.D + 4))   # W_0 per head: [y | k | q | β] columns
+        self.reset_srwm_parameters()
+
+    @torch.no_grad()
+    def reset_srwm_parameters(self):
+        "Draw W_0 from N(0, std 1/√D), as the official code does."
+        self.W.copy_(init_srwm_weights(self.H, self.D, dtype=self.W.dtype))
+
+    def mix(self, h, state):
+        B, T, _ = h.shape
+        x = upcast(h).view(B, T, self.H, self.D)                        # each head's slice of LN(x)
+        with torch.autocast(h.device.type, enabled=False):
+            o, dW = srwm(x, self.W.to(x.dtype), initial_state=_first(state), output_final_state=True, impl=self.cfg.impl)
+        return o.reshape(B, T, self.cfg.d_model).to(h.dtype), (dW,)
 
 # %% ../nbs/06_layers.ipynb #2b43379e
 @register("lstm")

@@ -43,7 +43,7 @@ class ModelConfig:
     max_len: int = 8192         # positions the sinusoidal or learned table covers (for the Transformer with its KV cache)
     impl: str = "auto"          # op implementation: "naive", "torch", "triton" or "auto"
     beta_range: float = 1.0     # β = beta_range·σ(·) in the delta-rule kinds: 2 allows negative eigenvalues (see `LayerConfig`)
-    gate: bool = False          # Gated DeltaNet's decay of the fast weights (kinds delta, lstm_delta, delta_rnn)
+    gate: bool = False          # Gated DeltaNet's decay of the fast weights (every delta-rule kind but rdn)
     qk_norm: str = "sum"        # delta, lstm_delta: "sum" (sumnorm(ELU+1), the paper's) or "l2" (L2-normalised SiLU)
 
     def __post_init__(self):

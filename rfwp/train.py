@@ -44,7 +44,7 @@ class TrainConfig:
     n_heads:int = 16 # heads per block (must divide d_model)
     ff_dim:int = 1024 # feedforward width
     beta_range:float = 1.0 # delta-rule kinds: beta = beta_range * sigmoid(.); 2 allows negative eigenvalues (state tracking)
-    gate:bool = False # delta, lstm_delta, delta_rnn: a learned decay of the fast weights (Gated DeltaNet)
+    gate:bool = False # delta-rule kinds but rdn: a learned decay of the fast weights (Gated DeltaNet)
     qk_norm:str = "sum" # delta and lstm_delta: query/key map, sum (sumnorm(ELU+1), the paper's) or l2 (L2-normalised SiLU, |k| = 1)
     dropout:float = 0.1 # dropout rate
     impl:str = "auto" # op implementation: naive, torch, triton or auto

@@ -329,3 +329,56 @@ def test_gated_rnn_reduces_to_plain_and_bad_g():
     with pytest.raises(AssertionError): assert_close("decay", plain, decayed, 1e-6)
     with pytest.raises(ValueError, match="`g` must have 3 dims"): delta_rnn(*x[:7], g=torch.zeros(2, 30, 2, 1, dtype=torch.float64))
     with pytest.raises(TypeError, match="`g` has dtype"): delta_rnn(*x[:7], g=torch.zeros(2, 30, 2))
+
+# ---- the decay g and β in (0, 2) on the Delta MLP (every fast matrix), the Delta Delta Net (S1) and the Delta LSTM (S, per gate net)
+
+def _decay(shape, seed):
+    return -2 * torch.rand(*shape, generator=torch.Generator().manual_seed(seed + 5), dtype=torch.float64)
+
+def gated_case(name, B, T, H, D, state=True, seed=0):
+    "Inputs (βs doubled into (0, 2), a random decay last) and the op as a function of them with `g`."
+    if name == "mlp":
+        x = mlp_inputs(B, T, H, D, state=state, seed=seed); L = 4
+        for j in range(1 + 2 * L, 1 + 3 * L): x[j] = 2 * x[j]
+        f = lambda impl: (lambda *a: _mlp_g(impl, state, a))
+        return x + [_decay((B, T, H), seed)], f
+    if name == "dd":
+        x = dd_inputs(B, T, H, D, state=state, seed=seed); x[3] = 2 * x[3]
+        f = lambda impl: (lambda *a: delta_delta(*a[:4], initial_state=tuple(a[4:-1]) if state else None, output_final_state=True, impl=impl, g=a[-1]))
+        return x + [_decay((B, T, H), seed)], f
+    x = rnn_inputs(B, T, H, D, state=state, seed=seed, gates=True); x[3] = 2 * x[3]
+    f = lambda impl: (lambda *a: delta_lstm(*a[:7], initial_state=tuple(a[7:-1]) if state else None, output_final_state=True, impl=impl, g=a[-1]))
+    return x + [_decay((B, T, H, 3), seed)], f
+
+def _mlp_g(impl, state, a, L=4):
+    q, ks, vs, bs, w, b, S0 = a[0], a[1:1+L], a[1+L:1+2*L], a[1+2*L:1+3*L], a[1+3*L], a[2+3*L], a[3+3*L:-1]
+    return delta_mlp(q, list(ks), list(vs), list(bs), ln_weight=w, ln_bias=b, initial_state=tuple(S0) if state else None,
+                     output_final_state=True, impl=impl, g=a[-1])
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", ["mlp", "dd", "lstm"])
+def test_gated_fastnets_match_naive(name, shape, monkeypatch):
+    if shape[1] == 70: monkeypatch.setattr(fastnets, "_SEGMENT", 16)    # also through the segmented chunked delta rule
+    for state in (True, False):
+        x, f = gated_case(name, *shape, state=state)
+        ref, out = outputs_and_grads(f("naive"), x), outputs_and_grads(f("torch"), x)
+        assert len(ref) == len(out) and out[-1] is not None             # the gradient of g
+        for i, (a, b) in enumerate(zip(ref, out)):
+            assert a is not None and b is not None, f"{name}: entry {i} has no gradient"
+            assert_close(f"gated {name} entry {i}", a, b, 1e-10)
+
+@pytest.mark.parametrize("name", ["mlp", "dd", "lstm"])
+def test_gated_fastnets_reduce_to_plain_and_bad_g(name):
+    x, f = gated_case(name, 2, 30, 2, 8)
+    plain_fn = dict(mlp=mlp_fn("torch"), dd=dd_fn("torch"), lstm=lstm_fn("torch"))[name]
+    plain = plain_fn(*x[:-1])[0]
+    assert_close(f"{name} g=0", plain, f("torch")(*x[:-1], torch.zeros_like(x[-1]))[0], 1e-12)
+    decayed = f("torch")(*x[:-1], -torch.ones_like(x[-1]))[0]
+    with pytest.raises(AssertionError): assert_close("decay", plain, decayed, 1e-6)
+    with pytest.raises(ValueError, match="`g` must have"): f("torch")(*x[:-1], x[-1][..., None])
+    with pytest.raises(TypeError, match="`g` has dtype"): f("torch")(*x[:-1], x[-1].float())
+
+def test_gated_lstm_triton_refused():
+    x, f = gated_case("lstm", 1, 4, 1, 4)
+    with pytest.raises(ValueError, match="no decay `g`"):
+        delta_lstm(*x[:7], impl="triton", g=x[-1])

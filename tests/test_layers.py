@@ -5,11 +5,12 @@ from rfwp.utils import assert_close
 from rfwp.layers import LAYERS, LayerConfig, make_layer, detach_state, reset_state
 from rfwp.models import ModelConfig, SeqModel, count_params
 
-KINDS = ["linear", "delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm", "rdn", "lstm_delta", "lstm", "transformer"]
+KINDS = ["linear", "delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm", "rdn", "lstm_delta", "srwm", "lstm", "transformer"]
 # (kind, extra LayerConfig fields): every kind, plus a deeper fast net and the LM head scaling
 CASES = [(k, {}) for k in KINDS] + [("delta_mlp", dict(fast_depth=2)), ("delta", dict(scale_heads=True)),
          ("delta", dict(beta_range=2.0, gate=True)), ("lstm_delta", dict(gate=True)), ("delta_rnn", dict(beta_range=2.0, gate=True)),
-         ("delta_lstm", dict(beta_range=2.0)), ("delta_delta", dict(beta_range=2.0)), ("delta_mlp", dict(beta_range=2.0))]
+         ("delta_lstm", dict(beta_range=2.0)), ("delta_delta", dict(beta_range=2.0)), ("delta_mlp", dict(beta_range=2.0)),
+         ("delta_mlp", dict(gate=True)), ("delta_delta", dict(beta_range=2.0, gate=True)), ("delta_lstm", dict(beta_range=2.0, gate=True))]
 IDS = [k + "".join(f"-{a}{b}" for a, b in kw.items()) for k, kw in CASES]
 d_model, H = 32, 4
 
@@ -215,7 +216,7 @@ DEFAULTS_CHECKSUM = {
     "rdn": ("a5b7feb7bac520e5", 13.234805), "lstm_delta": ("ec90014957d10906", -0.744221), "lstm": ("31a82adc327aac41", 1.662329),
     "transformer": ("ee482b039f6fef3c", 9.808765)}
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", list(DEFAULTS_CHECKSUM))
 def test_model_defaults_unchanged(kind):
     digest, out_sum = DEFAULTS_CHECKSUM[kind]
     torch.manual_seed(0)
@@ -315,10 +316,18 @@ def test_options_change_the_layer_and_are_refused_where_absent():
     with torch.no_grad(): assert not torch.allclose(plain(x)[0], neg(x)[0])
     gated = block("delta", gate=True)
     assert gated.width() == plain.width() + 1 and gated.A_log.shape == (H,) and gated.dt_bias.shape == (H,)
-    for kind in ("linear", "rdn", "lstm", "transformer", "delta_lstm", "delta_delta", "delta_mlp"):
+    for kind in ("linear", "rdn", "lstm", "transformer", "srwm"):
         with pytest.raises(ValueError, match="no option gate"): LayerConfig(kind, d_model, H, gate=True)
-    for kind in ("linear", "rdn", "lstm", "transformer"):
+    for kind in ("linear", "rdn", "lstm", "transformer", "srwm"):
         with pytest.raises(ValueError, match="no option beta_range"): LayerConfig(kind, d_model, H, beta_range=2.0)
     with pytest.raises(ValueError, match="beta_range must be in"): LayerConfig("delta", d_model, H, beta_range=0)
+    for kind in ("delta", "lstm_delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm"):
+        "the gate reaches the op: switching the decay off (A = e^A_log -> 0, so g -> 0) changes the output"
+        gated = block(kind, gate=True)
+        assert gated.width() == block(kind).width() + (3 if kind == "delta_lstm" else 1), kind
+        with torch.no_grad():
+            y = gated(x)[0]
+            gated.A_log.fill_(-60.0)
+            assert (y - gated(x)[0]).abs().max() > 1e-4, kind
     cfg = ModelConfig(kind="delta", d_model=d_model, n_heads=H, vocab_size=5, beta_range=2.0, gate=True)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg and SeqModel(cfg).blocks[0].cfg.gate

@@ -13,7 +13,8 @@ from .linear import (elu_p1, sum_norm, elu_sumnorm, softmax_fm, dpfp, feature_ma
 from .delta import delta_rule
 from .fastnets import delta_mlp, delta_delta, delta_rnn, delta_lstm
 from .rdn import recurrent_delta_rule, init_rdn_weights
+from .srwm import srwm, init_srwm_weights
 
 # %% ../../nbs/04b_ops.ipynb #1e3e22fc
 OPS = dict(linear_attention=linear_attention, delta_rule=delta_rule, delta_mlp=delta_mlp, delta_delta=delta_delta,
-           delta_rnn=delta_rnn, delta_lstm=delta_lstm, recurrent_delta_rule=recurrent_delta_rule)
+           delta_rnn=delta_rnn, delta_lstm=delta_lstm, recurrent_delta_rule=recurrent_delta_rule, srwm=srwm)

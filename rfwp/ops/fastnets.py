@@ -78,29 +78,30 @@ def delta_mlp_naive(q:Tensor, # raw queries (B, T, H, D)
                     ln_w:list, # N LayerNorm weights (D,) or (H, D), or None
                     ln_b:list, # N LayerNorm biases (D,) or (H, D), or None
                     S0s:list, # 2N initial fast matrices
+                    g:Tensor|None=None, # log decays (B, T, H) of every fast matrix; None: no decay
                    ) -> tuple: # outputs (B, T, H, D) and the 2N final fast matrices
     "Per-step reference: at every step write then run each fast layer of the residual MLP."
     Ss, outs = list(S0s), []
     for t in range(q.shape[1]):
-        x = q[:, t]                                                     # (B, H, D)
+        x, gt = q[:, t], None if g is None else g[:, t]                 # (B, H, D), (B, H)
         for l in range(len(Ss) // 2):
             i, j = 2 * l, 2 * l + 1
-            Ss[i] = _write(Ss[i], ks[i][:, t], vs[i][:, t], betas[i][:, t])
+            Ss[i] = _write(Ss[i], ks[i][:, t], vs[i][:, t], betas[i][:, t], gt)
             z = _read(Ss[i], elu_sumnorm(_layer_norm(x, ln_w[l], ln_b[l])))  # (B, H, F)
-            Ss[j] = _write(Ss[j], ks[j][:, t], vs[j][:, t], betas[j][:, t])
+            Ss[j] = _write(Ss[j], ks[j][:, t], vs[j][:, t], betas[j][:, t], gt)
             x = x + _read(Ss[j], elu_sumnorm(z))                        # (B, H, D)
         outs.append(x)
     return torch.stack(outs, dim=1), tuple(Ss)
 
 # %% ../../nbs/03_fast_nets.ipynb #751b362f
-def delta_mlp_torch(q, ks, vs, betas, ln_w, ln_b, S0s):
-    "Delta MLP layer by layer, each fast layer one chunked `delta_rule` call over all steps."
+def delta_mlp_torch(q, ks, vs, betas, ln_w, ln_b, S0s, g=None):
+    "Delta MLP layer by layer, each fast layer one chunked (optionally gated) `delta_rule` call over all steps."
     x, Ss = q, []
     for l in range(len(S0s) // 2):
         i, j = 2 * l, 2 * l + 1
         a = elu_sumnorm(_layer_norm(x, ln_w[l], ln_b[l]))              # (B, T, H, D)
-        z, Si = _delta_rule(a, ks[i], vs[i], betas[i], S0s[i])             # (B, T, H, F)
-        o, Sj = _delta_rule(elu_sumnorm(z), ks[j], vs[j], betas[j], S0s[j])  # (B, T, H, D)
+        z, Si = _delta_rule(a, ks[i], vs[i], betas[i], S0s[i], g)          # (B, T, H, F)
+        o, Sj = _delta_rule(elu_sumnorm(z), ks[j], vs[j], betas[j], S0s[j], g)  # (B, T, H, D)
         x, Ss = x + o, Ss + [Si, Sj]
     return x, tuple(Ss)
 
@@ -125,12 +126,13 @@ def _ln_params(p, name, N, H, D, op):
 def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
               ks:list, # 2N keys, mapped: (B, T, H, D) for layer 2l, (B, T, H, F_l) for layer 2l+1
               vs:list, # 2N values: (B, T, H, F_l) for layer 2l, (B, T, H, D) for layer 2l+1
-              betas:list, # 2N write strengths (B, T, H), in (0, 1)
+              betas:list, # 2N write strengths (B, T, H): in (0, 1), or (0, 2) for negative eigenvalues
               ln_weight=None, # LayerNorm weights: (N, D), (N, H, D) or a list of N (D,)/(H, D); None: 1
               ln_bias=None, # LayerNorm biases, shaped like `ln_weight`; None: 0
               initial_state:tuple|None=None, # the 2N fast matrices: (B, H, D, F_l), (B, H, F_l, D); zeros when None
               output_final_state:bool=False, # also return the final fast matrices
               impl:str="auto", # "naive", "torch" or "auto"
+              g:Tensor|None=None, # log decay (B, T, H), <= 0, of every fast matrix (gated delta rule); None: no decay
              ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
     "Delta MLP: a residual fast MLP of N blocks, each two delta-rule layers with LayerNorm and sumnorm(φ) inputs."
     op = "delta_mlp"
@@ -144,6 +146,7 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
             raise ValueError(f"{op}: `{name}` holds {len(xs)} tensors but `ks` holds {L}; both need 2N (two per fast block)")
     N = L // 2
     specs = {'q': (q, "B T H D")}
+    if g is not None: specs['g'] = (g, "B T H")
     for l in range(N):
         i, j, f = 2 * l, 2 * l + 1, f"F{l}"
         specs.update({f'ks[{i}]': (ks[i], "B T H D"), f'vs[{i}]': (vs[i], f"B T H {f}"), f'betas[{i}]': (betas[i], "B T H"),
@@ -157,7 +160,7 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
     ln_w, ln_b = _ln_params(ln_weight, 'ln_weight', N, H, D, op), _ln_params(ln_bias, 'ln_bias', N, H, D, op)
     named = {'q': q, **{f'{n}[{j}]': xs[j] for n, xs in (('ks', ks), ('vs', vs), ('betas', betas)) for j in range(L)},
              **{f'ln_weight[{l}]': w for l, w in enumerate(ln_w)}, **{f'ln_bias[{l}]': b for l, b in enumerate(ln_b)},
-             **{f'initial_state[{j}]': S for j, S in enumerate(S0s)}}
+             **{f'initial_state[{j}]': S for j, S in enumerate(S0s)}, 'g': g}
     check_dtypes(named, op=op)
     impl = resolve_impl(impl, q, op=op)
     in_dtype, dt = q.dtype, compute_dtype(q)
@@ -165,7 +168,7 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
     S0s = [S.to(dt) if S is not None else q.new_zeros(B, H, *((D, vs[j].shape[-1]) if j % 2 == 0 else (ks[j].shape[-1], D)))
            for j, S in enumerate(S0s)]
     if T == 0: return empty_result(q, (B, 0, H, D), tuple(S0s), output_final_state)
-    o, S = (delta_mlp_naive if impl == "naive" else delta_mlp_torch)(q, ks, vs, betas, ln_w, ln_b, S0s)
+    o, S = (delta_mlp_naive if impl == "naive" else delta_mlp_torch)(q, ks, vs, betas, ln_w, ln_b, S0s, None if g is None else g.to(dt))
     return o.to(in_dtype), (S if output_final_state else None)
 
 # %% ../../nbs/03_fast_nets.ipynb #14292b48
@@ -175,21 +178,22 @@ def delta_delta_naive(q:Tensor, # queries (B, T, H, D), mapped
                       beta:Tensor, # write strengths (B, T, H)
                       S1:Tensor, # initial first fast matrix (B, H, D, 3D+1)
                       S2:Tensor, # initial second fast matrix (B, H, D, D)
+                      g:Tensor|None=None, # log decays (B, T, H) of S1; None: no decay
                      ) -> tuple: # outputs (B, T, H, D) and (S1, S2)
     "Per-step reference of the Delta Delta Net."
     D, outs = q.shape[-1], []
     for t in range(q.shape[1]):
-        S1 = _write(S1, k[:, t], v[:, t], beta[:, t])
+        S1 = _write(S1, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])
         q2, k2, v2, b2 = _read(S1, q[:, t]).split([D, D, D, 1], -1)     # (B, H, D) ×3, (B, H, 1)
         S2 = _write(S2, elu_sumnorm(k2), v2, torch.sigmoid(b2[..., 0]))
         outs.append(_read(S2, elu_sumnorm(q2)))                         # (B, H, D)
     return torch.stack(outs, dim=1), (S1, S2)
 
 # %% ../../nbs/03_fast_nets.ipynb #06109c25
-def delta_delta_torch(q, k, v, beta, S1, S2):
-    "Delta Delta Net as two chunked `delta_rule` calls."
+def delta_delta_torch(q, k, v, beta, S1, S2, g=None):
+    "Delta Delta Net as two chunked `delta_rule` calls (the first optionally gated)."
     D = q.shape[-1]
-    u, S1 = _delta_rule(q, k, v, beta, S1)                              # (B, T, H, 3D+1)
+    u, S1 = _delta_rule(q, k, v, beta, S1, g)                           # (B, T, H, 3D+1)
     q2, k2, v2, b2 = u.split([D, D, D, 1], -1)
     y, S2 = _delta_rule(elu_sumnorm(q2), elu_sumnorm(k2), v2, torch.sigmoid(b2[..., 0]), S2)
     return y, (S1, S2)
@@ -198,19 +202,22 @@ def delta_delta_torch(q, k, v, beta, S1, S2):
 def delta_delta(q:Tensor, # queries (B, T, H, D), already feature-mapped
                 k:Tensor, # keys (B, T, H, D), already feature-mapped
                 v:Tensor, # values (B, T, H, 3D+1): the second net's query, key, value and β pre-activations
-                beta:Tensor, # write strengths (B, T, H), in (0, 1)
+                beta:Tensor, # write strengths (B, T, H): in (0, 1), or (0, 2) for negative eigenvalues
                 initial_state:tuple|None=None, # (S1 (B, H, D, 3D+1), S2 (B, H, D, D)); zeros when None
                 output_final_state:bool=False, # also return (S1, S2)
                 impl:str="auto", # "naive", "torch" or "auto"
+                g:Tensor|None=None, # log decay (B, T, H), <= 0, of the first fast matrix S1 (gated delta rule)
                ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
     "Delta Delta Net: a delta-rule fast net whose output is the query, key, value and β of a second one."
     op = "delta_delta"
-    dims = _check({'q': (q, "B T H D"), 'k': (k, "B T H D"), 'beta': (beta, "B T H")}, op)
+    specs = {'q': (q, "B T H D"), 'k': (k, "B T H D"), 'beta': (beta, "B T H")}
+    if g is not None: specs['g'] = (g, "B T H")
+    dims = _check(specs, op)
     _check({'v': (v, "B T H E")}, op, B=dims['B'], T=dims['T'], H=dims['H'], E=3 * dims['D'] + 1)
     S1, S2 = _unpack_state(initial_state, ["S1", "S2"], op)
     check_shapes({'initial_state[0] (S1)': (S1, "B H D E"), 'initial_state[1] (S2)': (S2, "B H D D")}, op=op,
                  B=dims['B'], H=dims['H'], D=dims['D'], E=3 * dims['D'] + 1)
-    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state[0] (S1)': S1, 'initial_state[1] (S2)': S2}, op=op)
+    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state[0] (S1)': S1, 'initial_state[1] (S2)': S2, 'g': g}, op=op)
     impl = resolve_impl(impl, q, op=op)
     in_dtype, dt = q.dtype, compute_dtype(q)
     q, k, v, beta, S1, S2 = _cast([q, k, v, beta, S1, S2], dt)
@@ -218,7 +225,7 @@ def delta_delta(q:Tensor, # queries (B, T, H, D), already feature-mapped
     S1 = q.new_zeros(B, H, D, 3 * D + 1) if S1 is None else S1
     S2 = q.new_zeros(B, H, D, D) if S2 is None else S2
     if T == 0: return empty_result(q, (B, 0, H, D), (S1, S2), output_final_state)
-    o, S = (delta_delta_naive if impl == "naive" else delta_delta_torch)(q, k, v, beta, S1, S2)
+    o, S = (delta_delta_naive if impl == "naive" else delta_delta_torch)(q, k, v, beta, S1, S2, None if g is None else g.to(dt))
     return o.to(in_dtype), (S if output_final_state else None)
 
 # %% ../../nbs/03_fast_nets.ipynb #3828ef00
@@ -394,11 +401,12 @@ def delta_lstm_naive(q:Tensor, # queries (B, T, H, 3, D), mapped, gates (i, u, o
                      R0:Tensor, # initial recurrent fast matrices (B, H, 3, D, D)
                      h0:Tensor, # previous output (B, H, D)
                      c0:Tensor, # previous cell (B, H, D)
+                     g:Tensor|None=None, # log decays (B, T, H, 3) of the three feedforward matrices; None: no decay
                     ) -> tuple: # outputs (B, T, H, D) and (S, R, h, c)
     "Per-step reference of the Delta LSTM."
     S, R, h, c, outs = S0, R0, h0, c0, []
     for t in range(q.shape[1]):
-        S = _write(S, k[:, t], v[:, t], beta[:, t])                     # W_i, W_u, W_o
+        S = _write(S, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])   # W_i, W_u, W_o
         R = _write(R, kr[:, t], vr[:, t], beta_r[:, t])                 # R_i, R_u, R_o
         s = torch.softmax(h, -1)[:, :, None].expand_as(q[:, t])         # (B, H, 3, D), one query for all gates
         a = _read(S, q[:, t]) + _read(R, s)                             # (B, H, 3, D)
@@ -482,11 +490,11 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
         return out[:, 1:], dkr, dvr, dbeta, G.view(3, N, D, D), gh[0], gc_t
 
 # %% ../../nbs/03_fast_nets.ipynb #e5be9c72
-def delta_lstm_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0):
-    "Delta LSTM: the three Delta Nets as one chunked delta rule over 3H heads, then the gated read-out loop."
+def delta_lstm_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0, g=None):
+    "Delta LSTM: the three Delta Nets as one chunked (optionally gated) delta rule over 3H heads, then the gated read-out loop."
     B, T, H, _, D = q.shape
     heads = lambda x: x.reshape(B, T, 3 * H, *x.shape[4:])             # gates as extra heads
-    z, S = _delta_rule(heads(q), heads(k), heads(v), heads(beta), S0.reshape(B, 3 * H, D, D))
+    z, S = _delta_rule(heads(q), heads(k), heads(v), heads(beta), S0.reshape(B, 3 * H, D, D), None if g is None else heads(g))
     h, R, c = DeltaLSTMRecurrence.apply(_gate_steps(z.reshape(B, T, H, 3, D)), _gate_steps(kr), _gate_steps(vr),
                                         _gate_steps(beta_r), R0.permute(2, 0, 1, 3, 4).reshape(3, B * H, D, D),
                                         h0.reshape(B * H, D), c0.reshape(B * H, D))
@@ -498,24 +506,30 @@ def delta_lstm_torch(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0):
 def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gates (i, u, o)
                k:Tensor, # keys (B, T, H, 3, D), already feature-mapped
                v:Tensor, # values (B, T, H, 3, D)
-               beta:Tensor, # write strengths (B, T, H, 3), in (0, 1)
+               beta:Tensor, # write strengths (B, T, H, 3): in (0, 1), or (0, 2) for negative eigenvalues
                kr:Tensor, # recurrent keys (B, T, H, 3, D), already softmaxed
                vr:Tensor, # recurrent values (B, T, H, 3, D)
                beta_r:Tensor, # recurrent write strengths (B, T, H, 3), in (0, 1)
                initial_state:tuple|None=None, # (S (B, H, 3, D, D), R (B, H, 3, D, D), h (B, H, D), c (B, H, D)); zeros when None
                output_final_state:bool=False, # also return (S, R, h, c)
                impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
+               g:Tensor|None=None, # log decays (B, T, H, 3), <= 0, of the three feedforward matrices S (gated delta rule)
               ) -> tuple[Tensor, tuple|None]: # outputs h (B, T, H, D) and the final state (or None)
     "Delta LSTM: gates from three Delta Nets plus three recurrent fast matrices read with softmax(h_{t-1})."
     op = "delta_lstm"
-    dims = _check({'q': (q, "B T H 3 D"), 'k': (k, "B T H 3 D"), 'v': (v, "B T H 3 D"), 'beta': (beta, "B T H 3"),
-                   'kr': (kr, "B T H 3 D"), 'vr': (vr, "B T H 3 D"), 'beta_r': (beta_r, "B T H 3")}, op)
+    specs = {'q': (q, "B T H 3 D"), 'k': (k, "B T H 3 D"), 'v': (v, "B T H 3 D"), 'beta': (beta, "B T H 3"),
+             'kr': (kr, "B T H 3 D"), 'vr': (vr, "B T H 3 D"), 'beta_r': (beta_r, "B T H 3")}
+    if g is not None: specs['g'] = (g, "B T H 3")
+    dims = _check(specs, op)
     S0, R0, h0, c0 = _unpack_state(initial_state, ["S", "R", "h", "c"], op)
     st = {'initial_state[0] (S)': S0, 'initial_state[1] (R)': R0, 'initial_state[2] (h)': h0, 'initial_state[3] (c)': c0}
     check_shapes(dict(zip(st, zip(st.values(), ["B H 3 D D", "B H 3 D D", "B H D", "B H D"]))), op=op,
                  **{s: dims[s] for s in "BHD"})
-    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st}, op=op)
+    check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
+    if impl == "triton" and g is not None:
+        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' or 'naive'")
+        impl = "torch"
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
@@ -531,5 +545,5 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
         return o, (S if output_final_state else None)
     xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
     st = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in zip((S0, R0, h0, c0), shapes)]
-    o, S = (delta_lstm_naive if impl == "naive" else delta_lstm_torch)(*xs, *st)
+    o, S = (delta_lstm_naive if impl == "naive" else delta_lstm_torch)(*xs, *st, g=None if g is None else g.to(dt))
     return o.to(in_dtype), (S if output_final_state else None)
