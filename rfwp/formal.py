@@ -138,7 +138,8 @@ VARIANTS = {  # name -> TrainConfig overrides
     "delta": dict(model="delta"), "delta-neg": dict(model="delta", beta_range=2.0),
     "delta-gate": dict(model="delta", gate=True), "delta-gate-neg": dict(model="delta", gate=True, beta_range=2.0),
     "delta_rnn": dict(model="delta_rnn"), "delta_rnn-neg": dict(model="delta_rnn", beta_range=2.0),
-    "delta_lstm": dict(model="delta_lstm"), "rdn": dict(model="rdn"), "srwm": dict(model="srwm"),
+    "delta_lstm": dict(model="delta_lstm"), "rdn": dict(model="rdn"), "rdn-neg": dict(model="rdn", beta_range=2.0),
+    "srwm": dict(model="srwm"),
 }
 
 def _suite_run(job:tuple) -> dict:

@@ -311,6 +311,7 @@ class DeltaLSTMBlock(FWPBlock):
 @register("rdn")
 class RDNBlock(FWPBlock):
     "Recurrent Delta Net: the slow net sees the head's previous output through R_q, R_k, R_v, r_b. State (S, y)."
+    options = ("beta_range",)  # β = beta_range·σ(·) inside the op; no gate yet (its reversal backward would divide by α)
     def __init__(self, cfg:LayerConfig):
         super().__init__(cfg)
         H, D = self.H, self.D
@@ -328,7 +329,7 @@ class RDNBlock(FWPBlock):
         xq, xk, xv, xb = p.split([self.D] * 3 + [1], -1)
         R = [w.to(p.dtype) for w in (self.R_q, self.R_k, self.R_v, self.r_b)]
         o, S = recurrent_delta_rule(xq, xk, xv, xb[..., 0], *R, initial_state=state,
-                                    output_final_state=True, impl=self.cfg.impl)
+                                    output_final_state=True, impl=self.cfg.impl, beta_range=self.cfg.beta_range)
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #d5dfd85a

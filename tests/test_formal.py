@@ -93,5 +93,5 @@ def test_bench_formal_command(tmp_path, capsys):
                  "--root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "rows.json")])
     out = capsys.readouterr().out
     assert out.splitlines()[:2] == ["| model | dyck1 |", "|---|---|"] and rows[0]["steps"] == 3 and (tmp_path / "rows.json").exists()
-    with pytest.raises(SystemExit): main(["formal", "--models", "lstm,srwm", "--langs", "parity", "--root", str(tmp_path / "r2")])
-    assert "unknown variant 'srwm'" in capsys.readouterr().err
+    with pytest.raises(SystemExit): main(["formal", "--models", "lstm,hopfield", "--langs", "parity", "--root", str(tmp_path / "r2")])
+    assert "unknown variant 'hopfield'" in capsys.readouterr().err

@@ -224,3 +224,35 @@ def test_empty_sequence_half_and_bad_input():
     with pytest.raises(ValueError, match=r"`xv` .* T=9 does not match T=0"): recurrent_delta_rule(**{**a, 'xv': _bad()['xv']})
     with pytest.raises(ValueError, match="`R_q`"): recurrent_delta_rule(**{**a, 'R_q': a['R_q'][:, :3]})
     with pytest.raises(TypeError, match="`initial_state` must be a pair"): recurrent_delta_rule(**a, initial_state=a['R_q'])
+
+# ---- β in (0, 2): beta_range scales σ inside the op; the reversal backward subtracts the stored write, so it still applies
+
+@pytest.mark.parametrize("B,T,H,D", [(1, 1, 1, 3), (2, 37, 3, 12), (1, 70, 2, 5)])
+@pytest.mark.parametrize("state", [True, False])
+def test_beta_range_two_matches_naive(B, T, H, D, state):
+    x = inputs(B, T, H, D, state=state)
+    def f(impl):
+        def g(*a):
+            o, (S, y) = recurrent_delta_rule(*a[:8], initial_state=(a[8], a[9]), output_final_state=True, impl=impl, beta_range=2.0)
+            return o, S, y
+        return g
+    ref, out = outputs_and_grads(f("naive"), x), outputs_and_grads(f("torch"), x)
+    for n, a, b in zip(NAMES, ref, out): assert_close(f"beta_range=2 {n}", a, b, 1e-10)
+
+def test_beta_range_gradcheck_and_reduction():
+    x = [t.requires_grad_() for t in inputs(2, 5, 2, 3, seed=4)]
+    assert torch.autograd.gradcheck(lambda *a: RecurrentDeltaRuleFn.apply(*a, 1.7), x)
+    x = inputs(2, 20, 2, 6)
+    plain = recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]))[0]
+    assert torch.equal(plain, recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), beta_range=1.0)[0])
+    assert (plain - recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), beta_range=2.0)[0]).abs().max() > 1e-3
+    for bad in (0, -1.0, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="`beta_range` must be a number in"): recurrent_delta_rule(*x[:8], beta_range=bad)
+    with pytest.raises(ValueError, match="impl='triton' has only beta_range=1"): recurrent_delta_rule(*x[:8], impl="triton", beta_range=2.0)
+
+def test_beta_range_fp32_long():
+    "fp32 at T = 2048 with β up to 2: the reversal stays within 1e-3 of float64 (outputs, states, gradients)."
+    x64 = inputs(1, 2048, 2, 16, state=False)
+    f = lambda *a: RecurrentDeltaRuleFn.apply(*a, 2.0)
+    ref, out = outputs_and_grads(f, x64), outputs_and_grads(f, [t.float() for t in x64])
+    for n, a, b in zip(NAMES, ref, out): assert_close(f"fp32 {n}", a, b.double(), 1e-3)

@@ -39,6 +39,7 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
                                r_b:Tensor, # slow recurrent weights of β (H, D)
                                S0:Tensor, # initial fast weights (B, H, D, D)
                                y0:Tensor, # initial previous output (B, H, D)
+                               beta_range:float=1.0, # β = beta_range·σ(·): 1 for (0, 1), 2 for negative eigenvalues
                               ) -> tuple[Tensor, Tensor, Tensor]: # o (B, T, H, D), S_T, y_T
     "Per-step reference of the RDN; autograd provides the backward."
     S, y, outs = S0, y0, []
@@ -47,7 +48,7 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
         q = torch.softmax(xq[:, t] + torch.einsum('bhi,hij->bhj', h, R_q), -1)  # (B, H, D)
         k = torch.softmax(xk[:, t] + torch.einsum('bhi,hij->bhj', h, R_k), -1)  # (B, H, D)
         v = xv[:, t] + torch.einsum('bhi,hij->bhj', h, R_v)                     # (B, H, D)
-        beta = torch.sigmoid(xb[:, t] + (h * r_b).sum(-1))                      # (B, H)
+        beta = beta_range * torch.sigmoid(xb[:, t] + (h * r_b).sum(-1))         # (B, H)
         v_bar = torch.einsum('bhij,bhi->bhj', S, k)                             # S_{t-1}ᵀ k
         S = S + beta[..., None, None] * torch.einsum('bhi,bhj->bhij', k, v - v_bar)
         y = torch.einsum('bhij,bhi->bhj', S, q)                                 # S_tᵀ q
@@ -56,8 +57,8 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
     return o, S, y                                                              # (B, H, D, D), (B, H, D)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #a1d45408
-def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
-    "The forward loop in the (T, H, B, ·) layout; returns the outputs, S_T and the per-step vectors for the backward."
+def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0):
+    "The forward loop in the (T, H, B, ·) layout (β = r·σ); returns the outputs, S_T and the per-step vectors for the backward."
     B, T, H, D = xq.shape; N, E = H * B, 3 * D + 1
     P = xq.new_empty(T, H, B, E)                                                       # X = [xq | xk | xv | xb]
     for i, x in enumerate((xq, xk, xv)): P[..., i*D:(i+1)*D] = x.permute(1, 2, 0, 3)
@@ -66,7 +67,7 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
     Y = P.new_empty(T + 1, H, B, D); Y[0] = y0.transpose(0, 1)                         # y_0 … y_T
     Hs = P.new_empty(T, H, B, D)                                                       # h_t = tanh(y_{t-1})
     QK = P.new_empty(T, N, 2, D)                                                       # [q_t; k_t]
-    UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (1 − β_t) u_t
+    UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (1 − β_t / r) u_t
     u = P.new_empty(N, 1, D)                                                           # scratch: u_t
     S = S0.transpose(0, 1).reshape(N, D, D).clone()                                    # (H·B, D, D)
     Pf = P.view(T, N, E)
@@ -78,10 +79,11 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
         torch.tanh(y, out=h)                            # h = tanh(y_{t-1})           (H, B, D)
         p.baddbmm_(h, W)                                # [a_q | a_k | v | a_β] = X_t + h W
         torch.softmax(a_qk, -1, out=qk)                 # q, k                        (H·B, 2, D)
-        b.sigmoid_()                                    # β                           (H·B, 1, 1)
+        b.sigmoid_()                                    # β = σ(a_β) …                (H·B, 1, 1)
+        if r != 1: b.mul_(r)                            #   … · r
         torch.baddbmm(v, k, S, alpha=-1, out=u)         # u = v − k S                 (H·B, 1, D)
         torch.mul(u, b, out=ub)                         # β u
-        torch.sub(u, ub, out=u1)                        # (1 − β) u, for δa_β in the backward
+        torch.sub(u, ub, alpha=1 / r, out=u1)           # (1 − β/r) u, for δa_β = δβ β (1 − β/r) in the backward
         S.addcmul_(kT, ub)                              # S += kᵀ (β u)
         torch.bmm(q, S, out=y_new)                      # y = q S
     beta = Pf[..., 3*D:, None].clone()                                                 # (T, H·B, 1, 1)
@@ -142,9 +144,9 @@ def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
 class RecurrentDeltaRuleFn(torch.autograd.Function):
     "RDN with the reversal backward: O(T·D) saved per head instead of the O(T·D²) of autograd."
     @staticmethod
-    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
+    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0):
         with serial_if_small(S0.numel(), S0.device):
-            o, S, y, saved = _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
+            o, S, y, saved = _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range)
         ctx.save_for_backward(R_q, R_k, R_v, r_b)
         ctx.saved, ctx.S_T = saved, S.clone()                   # buffers private to this op
         H, B = R_q.shape[0], xq.shape[0]
@@ -154,12 +156,12 @@ class RecurrentDeltaRuleFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dS_T, dy_T):
         with serial_if_small(ctx.S_T.numel(), ctx.S_T.device):
-            return _rdn_backward(do, dS_T, dy_T, *ctx.saved_tensors, ctx.S_T, ctx.saved)
+            return *_rdn_backward(do, dS_T, dy_T, *ctx.saved_tensors, ctx.S_T, ctx.saved), None
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #a2d3814b
-def recurrent_delta_rule_torch(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
+def recurrent_delta_rule_torch(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0):
     "The fast PyTorch path: same arguments and results as `recurrent_delta_rule_naive`."
-    return RecurrentDeltaRuleFn.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
+    return RecurrentDeltaRuleFn.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, float(beta_range))
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #13faeeed
 def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
@@ -173,9 +175,12 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                          initial_state:tuple|None=None, # (S_0 (B, H, D, D), y_0 (B, H, D)); zeros when None (either part may be None)
                          output_final_state:bool=False, # also return (S_T, y_T)
                          impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
+                         beta_range:float=1.0, # β = beta_range·σ(·), in (0, 2]: 2 gives the transitions negative eigenvalues
                         ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and (S_T, y_T) or None
     "Recurrent Delta Net: softmax q, k, value and σ(β) from x_t + tanh(y_{t-1}) R, delta rule, y_t = S_tᵀ q_t."
     op = "recurrent_delta_rule"
+    if isinstance(beta_range, bool) or not isinstance(beta_range, (int, float)) or not 0 < beta_range <= 2:
+        raise ValueError(f"{op}: `beta_range` must be a number in (0, 2], got {beta_range!r}")
     dims = check_shapes({'xq': (xq, "B T H D"), 'xk': (xk, "B T H D"), 'xv': (xv, "B T H D"), 'xb': (xb, "B T H"),
                          'R_q': (R_q, "H D D"), 'R_k': (R_k, "H D D"), 'R_v': (R_v, "H D D"), 'r_b': (r_b, "H D")}, op=op)
     S0 = y0 = None
@@ -189,6 +194,9 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     check_dtypes({'xq': xq, 'xk': xk, 'xv': xv, 'xb': xb, 'R_q': R_q, 'R_k': R_k, 'R_v': R_v, 'r_b': r_b,
                   'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, xq, op=op, available=("naive", "torch", "triton"))
+    if impl == "triton" and beta_range != 1:
+        if not auto: raise ValueError(f"{op}: impl='triton' has only beta_range=1 yet; use impl='torch' or 'naive'")
+        impl = "torch"
     if impl == "triton":                                                        # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(xq): impl = "torch"                     # "auto" falls back to "torch"
@@ -203,5 +211,5 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     if T == 0: return empty_result(xq, (B, 0, H, D), (S0, y0), output_final_state)
     args = [a.to(dt) for a in (xq, xk, xv, xb, R_q, R_k, R_v, r_b)] + [S0, y0]
     fn = recurrent_delta_rule_naive if impl == "naive" else recurrent_delta_rule_torch
-    o, S, y = fn(*args)
+    o, S, y = fn(*args, beta_range)
     return o.to(in_dtype), ((S, y) if output_final_state else None)
