@@ -1,4 +1,4 @@
-"""`python -m rfwp.bench ops`: forward+backward speed and peak memory of every implementation of every op, side by side in one run.
+"""`rfwp bench ops`: forward+backward speed and peak memory of every implementation of every op, side by side in one run.
 
 Docs: https://rfwp.github.io/rfwp/benchmarks.html.md"""
 
@@ -6,13 +6,13 @@ Docs: https://rfwp.github.io/rfwp/benchmarks.html.md"""
 
 # %% ../nbs/10_benchmarks.ipynb #87922022
 from __future__ import annotations
-import argparse, gc, inspect, json, math, platform, sys
+import gc, inspect, math, platform
 import torch
 from .utils import bench, peak_memory, sgemm_gflops
 from .ops.linear import elu_p1, elu_sumnorm
 
 # %% auto #0
-__all__ = ['CASES', 'DEFAULT_SHAPES', 'SEQ_SHAPES', 'make_case', 'delta_rule_flops', 'bench_ops', 'format_table', 'main']
+__all__ = ['CASES', 'DEFAULT_SHAPES', 'SEQ_SHAPES', 'make_case', 'delta_rule_flops', 'bench_ops', 'format_table']
 
 # %% ../nbs/10_benchmarks.ipynb #00e54fa5
 def _inputs_delta(B, T, H, D, g):
@@ -135,57 +135,3 @@ def format_table(res:dict) -> str:
                    f"{r['tokens_per_s']:,.0f} | {r['speedup']:.1f} | {pk} | {mr} | {fl} |")
     out.append(f"\nsgemm rate measured in the same run: {res['sgemm_gflops']:.1f} GFLOP/s (fp32, 1024³, {res['threads']} threads, torch {res['torch']})")
     return "\n".join(out)
-
-# %% ../nbs/10_benchmarks.ipynb #9498c018
-def main(argv=None):
-    "Command-line entry point: `python -m rfwp.bench ops --help`, `python -m rfwp.bench formal --help`."
-    p = argparse.ArgumentParser(prog="python -m rfwp.bench", description="Benchmarks of rfwp, printed as a markdown table.")
-    sub = p.add_subparsers(dest="what", required=True)
-    o = sub.add_parser("ops", help="forward+backward speed and peak memory of every op and impl on the CPU (fp32)")
-    o.add_argument("--ops", default=",".join(CASES), help=f"comma-separated ops to run (default: all of {', '.join(CASES)})")
-    o.add_argument("--shapes", default=None, help="semicolon-separated B,H,T,D shapes for every op (default: 4,8,1024,64;2,4,4096,64)")
-    o.add_argument("--seq-shapes", default=None, help="extra B,H,T,D shapes for the sequential ops (default: 4,8,1024,32)")
-    o.add_argument("--impls", default="naive,torch", help="implementations, compared against the first (default: naive,torch)")
-    o.add_argument("--reps", type=int, default=3, help="timed repetitions of the fast impls (default: 3)")
-    o.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    o.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    o.add_argument("--json", default=None, help="also write the results to this JSON file")
-    from rfwp.formal import VARIANTS, LANGS, formal_suite, suite_table
-    f = sub.add_parser("formal", help="the state-tracking table: every model variant on every formal language, in and out of length")
-    f.add_argument("--models", default=",".join(VARIANTS), help=f"comma-separated variants (default: all of {', '.join(VARIANTS)})")
-    f.add_argument("--langs", default=",".join(LANGS), help=f"comma-separated languages (default: all of {', '.join(LANGS)})")
-    f.add_argument("--seeds", default="1", help="comma-separated training seeds; the table shows their mean (default: 1)")
-    f.add_argument("--jobs", type=int, default=2, help="runs at a time, one CPU thread each (default: 2)")
-    f.add_argument("--steps", type=int, default=None, help="training steps per run (default: the laptop preset's 400)")
-    f.add_argument("--root", default="runs/formal", help="run directories go in ROOT/<lang>-<model>-s<seed> (default: runs/formal)")
-    f.add_argument("--data-dir", default="data", help="where the datasets are generated (default: data)")
-    f.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    a = p.parse_args(argv)
-    if a.what == "formal":
-        say = lambda r: print(f"{r['lang']:8s} {r['model']:15s} seed {r['seed']}: {100 * r['acc']:.1f} / "
-                              + " / ".join(f"{100 * r[f'acc_{x}x']:.1f}" for x in (2.5, 10)) + f"  ({r['minutes']} min)", file=sys.stderr, flush=True)
-        kw = {} if a.steps is None else dict(steps=a.steps, eval_every=max(1, a.steps // 2))
-        try:
-            rows = formal_suite(tuple(x for x in a.models.split(",") if x), tuple(x for x in a.langs.split(",") if x),
-                                tuple(int(s) for s in a.seeds.split(",") if s), a.root, a.data_dir, a.jobs, say, **kw)
-        except ValueError as e: p.error(str(e))
-        print(suite_table(rows))
-        if a.json:
-            with open(a.json, "w") as fh: json.dump(rows, fh, indent=1)
-        return rows
-    parse = lambda s: [tuple(int(x) for x in part.split(",")) for part in s.split(";") if part]
-    ops = [x for x in a.ops.split(",") if x]
-    bad = [x for x in ops if x not in CASES]
-    if bad: p.error(f"unknown op(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
-    shapes = parse(a.shapes) if a.shapes else DEFAULT_SHAPES
-    seq = parse(a.seq_shapes) if a.seq_shapes is not None else SEQ_SHAPES
-    if any(len(s) != 4 for s in shapes + seq): p.error("shapes are B,H,T,D (four integers)")
-    if a.threads: torch.set_num_threads(a.threads)
-    res = bench_ops(ops, shapes, seq, tuple(a.impls.split(",")), a.reps, not a.no_memory, log=lambda *x: print(*x, file=sys.stderr, flush=True))
-    print(format_table(res))
-    if a.json:
-        with open(a.json, "w") as f: json.dump(res, f, indent=1)
-    return res
-
-# %% ../nbs/10_benchmarks.ipynb #149d419f
-if __name__ == "__main__": main()

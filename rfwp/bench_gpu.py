@@ -1,4 +1,4 @@
-"""`python -m rfwp.bench_gpu`: check every Triton kernel against the PyTorch path on a CUDA GPU, time it forward and backward, and compare with flash-linear-attention.
+"""`rfwp bench gpu`: check every Triton kernel against the PyTorch path on a CUDA GPU, time it forward and backward, and compare with flash-linear-attention.
 
 Docs: https://rfwp.github.io/rfwp/gpu_benchmark.html.md"""
 
@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/gpu_benchmark.html.md"""
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #90d2dec3
 from __future__ import annotations
-import argparse, importlib, json, math, os, sys, time, traceback
+import importlib, json, math, os, sys, time, traceback
 from dataclasses import dataclass
 from typing import Callable
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['GPU_CASES', 'DEVICE', 'FLA_SHAPES', 'CHECK_SHAPES', 'SEQ_OPS', 'GpuCase', 'delta_inputs', 'linear_inputs',
            'outputs_and_grads', 'correctness', 'machine', 'time_fn', 'bench_rows', 'rdn_io_bytes', 'io_floor_ms',
-           'format_table', 'main']
+           'format_table', 'gpu_report']
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #7fee6769
 @dataclass
@@ -287,44 +287,38 @@ def format_table(rows:list, mach:dict|None=None) -> str:
     return "\n".join(out)
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #965a2acd
-def main(argv=None):
-    "`python -m rfwp.bench_gpu`: correctness, the machine's ceilings and the timing table."
-    p = argparse.ArgumentParser(prog="python -m rfwp.bench_gpu", description="Triton kernels on a CUDA GPU: checks and timings, printed as markdown.")
-    p.add_argument("--quick", action="store_true", help="one small shape per case (a smoke test)")
-    p.add_argument("--no-fla", action="store_true", help="skip the comparison with flash-linear-attention")
-    p.add_argument("--no-check", action="store_true", help="skip the correctness checks")
-    p.add_argument("--shapes", default=None, help="semicolon-separated B,T,H,D shapes for every case (default: each case's own)")
-    p.add_argument("--time-budget", type=float, default=240, help="seconds since the start after which no new timing row starts (default: 240, so the run ends within about 6 minutes)")
-    p.add_argument("--cases", default=None, help="comma-separated substrings of case names to run (default: all)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    a = p.parse_args(argv)
+def gpu_report(quick:bool=False, # one small shape per case (a smoke test)
+               fla:bool=True, # compare with flash-linear-attention where it imports
+               check:bool=True, # run the correctness checks
+               shapes:list|None=None, # (B, T, H, D) shapes for every case (None: each case's own)
+               time_budget:float=240, # seconds since the start after which no new timing row starts
+               cases:str|None=None, # comma-separated substrings of case names to run (None: all)
+               json_path:str|None=None, # also write the results to this JSON file
+              ) -> int:
+    "`rfwp bench gpu`: correctness, the machine's ceilings and the timing table; the exit status (1 when a check failed)."
     if not torch.cuda.is_available():
-        print("python -m rfwp.bench_gpu needs a CUDA GPU (on the CPU: the notebooks and tests/test_triton_delta.py)", file=sys.stderr)
+        print("rfwp bench gpu needs a CUDA GPU (on the CPU: the notebooks and tests/test_triton_delta.py)", file=sys.stderr)
         return 2
     t0 = time.time()
-    cases = GPU_CASES + _sequential_cases()
-    if a.cases: cases = [c for c in cases if any(s in c.name for s in a.cases.split(","))]
+    todo = GPU_CASES + _sequential_cases()
+    if cases: todo = [c for c in todo if any(s in c.name for s in cases.split(","))]
     print("## Correctness: Triton against the PyTorch path, float32, relative errors of o, S_T and every gradient\n")
     print("| case | (B, T, H, Dk, Dv) | o, S_T, d(inputs)... | |\n|---|---|---|---|")
-    checks = [] if a.no_check else correctness(cases)
+    checks = [] if not check else correctness(todo)
     print("\n## Machine\n")
     mach = machine()
     print("\n## Timings\n", file=sys.stderr)
-    shapes = [tuple(int(x) for x in s.split(",")) for s in a.shapes.split(";") if s] if a.shapes else None
-    rows = bench_rows(cases, fla=not a.no_fla, shapes=[(2, 1024, 4, 64)] if a.quick else shapes, deadline=t0 + a.time_budget, log=lambda *x: print(*x, file=sys.stderr, flush=True))
+    rows = bench_rows(todo, fla=fla, shapes=[(2, 1024, 4, 64)] if quick else shapes, deadline=t0 + time_budget, log=lambda *x: print(*x, file=sys.stderr, flush=True))
     print("\n## Timings (median of triton.testing.do_bench)\n")
     print(format_table(rows, mach))
-    if not a.no_fla and _fla() is None: print("\nfla (fla-core) does not import here: no comparison.")
+    if fla and _fla() is None: print("\nfla (fla-core) does not import here: no comparison.")
     skipped = sorted({(r["case"], r["shape"]) for r in rows if r.get("note", "").startswith("skipped")}, key=str)
     if skipped:
         print(f"\n{len(skipped)} (case, shape) pairs were skipped by the time budget; to time them, run for example")
         for case, shape in skipped[:4]:
-            print(f"    python -m rfwp.bench_gpu --no-check --cases '{case}' --shapes {','.join(map(str, shape))}")
+            print(f"    rfwp bench gpu --no-check --cases '{case}' --shapes {','.join(map(str, shape))}")
     print(f"\ntotal {time.time() - t0:.0f} s; correctness {'ok' if all(r['ok'] for r in checks) else 'FAILED'}")
-    if a.json:
-        with open(a.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(dict(machine=mach, checks=checks, rows=[{**r, "dtype": _dt(r["dtype"])} for r in rows]), f, indent=1, default=str)
     return 0 if all(r["ok"] for r in checks) else 1
-
-# %% ../nbs/05b_gpu_benchmark.ipynb #0f3fa54e
-if __name__ == "__main__": sys.exit(main())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("ale_py")
-from rfwp.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, make_config, impala_loss, load_agent, main, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
+from rfwp.tasks.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, make_config, impala_loss, load_agent, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
                         PixelBandit, _slice_batch)
 from rfwp.run import CheckpointError
 
@@ -287,6 +287,11 @@ def test_run_dir_protection(tmp_path):
     (tmp_path / "r" / "last.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot be read"): train(replace(cfg, frames=80), tmp_path / "r", resume=True, progress=False, log=quiet)
 
+def main(argv:list[str]) -> int:
+    "`rfwp train|eval atari ARGS`, called as main(['train'|'eval', *ARGS])."
+    from rfwp.cli import main as rfwp_main
+    return rfwp_main([argv[0], "atari", *argv[1:]])
+
 def test_cli_train_eval_video(tmp_path, capsys):
     rd = tmp_path / "run"
     # Breakout: a random agent's games are short (5 lives of ~40 steps), so that the evaluation is quick; sampled
@@ -326,7 +331,7 @@ def test_torchrun_two_learners(tmp_path):
     import shutil
     if shutil.which("torchrun") is None: pytest.skip("torchrun not on PATH")
     rd = tmp_path / "ddp"
-    code = "import sys; from rfwp.atari import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from rfwp.cli import main; sys.exit(main([sys.argv[1], 'atari', *sys.argv[2:]]))"
     script = tmp_path / "run.py"; script.write_text(code)
     r = subprocess.run(["torchrun", "--nproc-per-node", "2", str(script), "train", "--core", "delta", "--n-envs", "2", "--unroll", "5",
                         "--frames", "160", "--log-every", "1", "--run-dir", str(rd), "--no-progress"],

@@ -1,9 +1,9 @@
 "Formal languages: labels against an evaluator written here, determinism, lengths, the task, and the state-tracking claim itself."
-import random, re
+import json, random, re
 import pytest
-from rfwp.formal import LANGS, formal_sample, formal_labels, S3, formal_suite, suite_table, VARIANTS
+from rfwp.tasks.formal import LANGS, formal_sample, formal_labels, S3, formal_suite, suite_table, VARIANTS
 from rfwp.tasks import TaskSpec, TASKS, encode
-from rfwp.train import make_config, train, longer_tests
+from rfwp.tasks.algorithmic import make_config, train, longer_tests
 
 QUIET = dict(overwrite=True, threads=1, progress=False, log=lambda *a, **k: None)
 
@@ -88,10 +88,11 @@ def test_suite_table_format():
     assert set(VARIANTS) >= {"lstm", "transformer", "linear", "delta", "delta-neg", "delta-gate", "rdn"}
 
 def test_bench_formal_command(tmp_path, capsys):
-    from rfwp.bench import main
-    rows = main(["formal", "--models", "lstm", "--langs", "dyck1", "--steps", "3", "--jobs", "1",
-                 "--root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "rows.json")])
+    from rfwp.cli import main
+    assert main(["bench", "formal", "--models", "lstm", "--langs", "dyck1", "--steps", "3", "--jobs", "1",
+                 "--root", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--json", str(tmp_path / "rows.json")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[:2] == ["| model | dyck1 |", "|---|---|"] and rows[0]["steps"] == 3 and (tmp_path / "rows.json").exists()
-    with pytest.raises(SystemExit): main(["formal", "--models", "lstm,hopfield", "--langs", "parity", "--root", str(tmp_path / "r2")])
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert out.splitlines()[:2] == ["| model | dyck1 |", "|---|---|"] and rows[0]["steps"] == 3
+    assert main(["bench", "formal", "--models", "lstm,hopfield", "--langs", "parity", "--root", str(tmp_path / "r2")]) == 2
     assert "unknown variant 'hopfield'" in capsys.readouterr().err

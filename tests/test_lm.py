@@ -3,7 +3,7 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest, torch
-from rfwp.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, lm_model_config,
+from rfwp.tasks.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, lm_model_config,
                      eval_sliding, eval_full, get_lm_batch, make_lm_config, train_lm, generate, encode_prompt, _hub_reachable, EOS, UNK)
 from rfwp.models import ModelConfig, SeqModel
 from rfwp.run import load_checkpoint, save_checkpoint, CheckpointError
@@ -154,7 +154,7 @@ def test_batches_are_a_function_of_the_step():
     assert len(set(seen.tolist())) == len(seen)                               # an epoch visits distinct windows
 
 def test_stream_batches_continue():
-    from rfwp.lm import get_stream_batch
+    from rfwp.tasks.lm import get_stream_batch
     d = np.arange(1000)
     x0, y0, new0 = get_stream_batch(d, 0, 4, 10)
     x1, y1, new1 = get_stream_batch(d, 1, 4, 10)
@@ -248,13 +248,13 @@ def test_older_lm_checkpoint_is_a_clear_error(tmp_path, capsys):
         rc, out, err = cli(capsys, *args)
         assert rc == 2 and str(run / "best.pt") in err and "older rfwp" in err and "Traceback" not in err, err
         assert len(err.strip().splitlines()) == 1, err
-    from rfwp.lm import _load_run
+    from rfwp.tasks.lm import load_lm_run
     bad = {**ModelConfig("delta", vocab_size=3, n_layers=1, d_model=16, n_heads=2).to_dict(), "n_head": 2}
     save_checkpoint(dict(kind="lm", model_config=bad, vocab=["a", "b", "c"], level="char", model={}, step=1), run / "last.pt")
-    with pytest.raises(CheckpointError, match="does not fit this rfwp's SeqModel"): _load_run(run, "last")
+    with pytest.raises(CheckpointError, match="does not fit this rfwp's SeqModel"): load_lm_run(run, "last")
     good = ModelConfig("delta", vocab_size=3, n_layers=1, d_model=16, n_heads=2).to_dict()
     save_checkpoint(dict(kind="lm", model_config=good, vocab=["a", "b", "c"], level="char", model={"x": torch.zeros(1)}, step=1), run / "last.pt")
-    with pytest.raises(CheckpointError, match="weights do not fit"): _load_run(run, "last")
+    with pytest.raises(CheckpointError, match="weights do not fit"): load_lm_run(run, "last")
 
 def test_ddp_two_processes(text_file, tmp_path):
     run = tmp_path / "ddp"
@@ -285,7 +285,7 @@ def test_sigterm_writes_checkpoint(text_file, tmp_path):
 
 def test_bench_speed_and_tables():
     "The benchmark code paths on tiny inputs (the real runs are in the notebook's slow cells)."
-    from rfwp.lm import bench_speed, speed_table, char_table
+    from rfwp.tasks.lm import bench_speed, speed_table, char_table
     rows = bench_speed(("transformer", "delta"), contexts=(8, 32), tokens=32, repeats=1, vocab=300, threads=0, log=lambda *a: None,
                        n_layers=1, ff_dim=32)
     assert [r["model"] for r in rows] == ["transformer", "delta"] and all(r["tok_s_32"] > 0 and "rel_32" in r for r in rows)

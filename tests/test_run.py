@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest, torch
 from rfwp.run import (RunDirError, RunFileError, CheckpointError, atomic_write, load_checkpoint, save_checkpoint,
                       plot_curves, lr_schedule)
-from rfwp.train import make_config, train
+from rfwp.tasks.algorithmic import make_config, train
 
 ROOT = Path(__file__).parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

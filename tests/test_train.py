@@ -2,7 +2,7 @@
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
-from rfwp.train import TrainConfig, PRESETS, make_config, train, sequence_objective, token_objective, summarize
+from rfwp.tasks.algorithmic import TrainConfig, PRESETS, make_config, train, sequence_objective, token_objective, summarize
 from rfwp.run import rng_state, set_rng_state, lr_schedule, save_checkpoint, load_checkpoint, CheckpointError
 
 TINY = dict(depth=3, n_train=512, n_valid=64, n_test=64, n_layers=1, d_model=16, n_heads=2, ff_dim=32,
@@ -132,7 +132,7 @@ def test_codeexec_run(data_dir, tmp_path):
     assert all("print_acc" in r for r in rows)
     # length generalisation: tested on programs 2x and 4x as long, reported in the result and as metric rows
     assert [r["split"] for r in rows][-3:] == ["test", "test_2x", "test_4x"] and {"acc", "print_acc"} <= set(res["test_4x"])
-    from rfwp.train import longer_tests
+    from rfwp.tasks.algorithmic import longer_tests
     long = longer_tests(cfg.spec())
     assert long[4].lengths.float().mean() > 3 * long[2].lengths.float().mean() / 2 > 0
 
