@@ -313,7 +313,7 @@ def cmd_eval(a:argparse.Namespace) -> int:
     load_weights(model, ck["model"], path)
     spec = cfg.spec()
     data = encode(load_dataset(spec, a.data_dir, log=lambda *x: print(*x, file=sys.stderr))[a.split], spec)
-    m = evaluate(model, data, spec.objective, 4 * cfg.batch_size, dd)
+    m = evaluate(model, data, spec.objective, 4 * cfg.batch_size, dd, len(spec.tgt_vocab))
     m.update(checkpoint=str(path), step=ck["step"], split=a.split, n=len(data))
     if a.json: print(json.dumps(m))
     else: print(f"{path} (step {ck['step']}): {a.split} accuracy {100 * m['acc']:.2f}% on {len(data)} samples, loss {m['loss']:.4f}"

@@ -1,7 +1,7 @@
 "Algorithmic task generators: every label against an independent evaluator, determinism, files, batches."
 import os, random, subprocess, sys, statistics
 import pytest, torch
-from rfwp.tasks import (Vocab, code_program, run_program, listops_sample, eval_listops, TaskSpec, NO_OUT,
+from rfwp.tasks import (Vocab, code_program, run_program, listops_sample, eval_listops, TaskSpec, NO_OUT, code_trace, CODE_TRACE_VOCAB,
                         CODE_SRC_VOCAB, CODE_TGT_VOCAB, LISTOPS_SRC_VOCAB, write_split, read_split, load_dataset,
                         encode, batch_order, get_batch)
 
@@ -65,6 +65,32 @@ def test_code_labels_match_python(n_vars, n):
         assert {w for w in src if w.isalpha() and len(w) == 1} <= set("xyzab"[:n_vars])
         lengths.append(len(src))
     assert 400 < statistics.mean(lengths) < 500                          # the paper: 377-542 tokens
+
+def trace_by_eval(src):
+    "The trace by Python's eval/exec, one statement at a time (independent of `code_trace`): {position: label}."
+    env, out, start = {}, {}, 0
+    for i, w in enumerate(src):
+        if w == ":":
+            var, op, c = src[i - 3:i]
+            out[i] = str(eval(f"{var} {op} {c}", {}, dict(env))).lower()
+        if w != ";": continue
+        stmt, start = src[start:i], i + 1
+        run = True
+        if stmt[0] == "if": run, stmt = out[stmt.index(":") + i - len(stmt)] == "true", stmt[stmt.index(":") + 1:]
+        if stmt[0] == "print": continue
+        var = stmt[0]
+        if run: exec(f"{var} = {stmt[2]}" if stmt[1] == "=" else f"{var} {stmt[1][0]}= 1", {}, env)
+        if var in env: out[i] = str(env[var])
+    return out
+
+@pytest.mark.parametrize("n_vars", [1, 3, 5])
+def test_code_trace_matches_python(n_vars):
+    rng = random.Random(77 + n_vars)
+    for _ in range(300):
+        src, _ = code_program(rng, n_vars=n_vars, n_statements=rng.randrange(2, 40))
+        tr = code_trace(src)
+        assert len(tr) == len(src)
+        assert {i: CODE_TRACE_VOCAB.itos[t] for i, t in enumerate(tr) if t >= 0} == trace_by_eval(src)
 
 def test_code_reaches_the_range_limits():
     "The range rule is exercised: some programs get close to -8 and 16."

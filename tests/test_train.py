@@ -3,7 +3,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from rfwp.tasks.algorithmic import TrainConfig, PRESETS, make_config, train, sequence_objective, token_objective, summarize
-from rfwp.run import rng_state, set_rng_state, lr_schedule, save_checkpoint, load_checkpoint, CheckpointError
+from rfwp.run import rng_state, set_rng_state, lr_schedule, save_checkpoint, load_checkpoint, CheckpointError, Dist
 
 TINY = dict(depth=3, n_train=512, n_valid=64, n_test=64, n_layers=1, d_model=16, n_heads=2, ff_dim=32,
             batch_size=16, steps=24, warmup=4, eval_every=8, log_every=1, dropout=0.1)
@@ -135,6 +135,26 @@ def test_codeexec_run(data_dir, tmp_path):
     from rfwp.tasks.algorithmic import longer_tests
     long = longer_tests(cfg.spec())
     assert long[4].lengths.float().mean() > 3 * long[2].lengths.float().mean() / 2 > 0
+
+def test_codeexec_trace_loss(data_dir, tmp_path):
+    "trace > 0: extra output units trained on the program's trace; the task's metrics read only the task's classes."
+    from rfwp.tasks import CODE_TGT_VOCAB, CODE_TRACE_VOCAB
+    from rfwp.tasks.algorithmic import trace_targets, AlgoTask
+    small = {k: v for k, v in TINY.items() if k != "depth"}
+    kw = {**small, "n_statements": 6, "n_train": 64, "n_valid": 16, "n_test": 16, "batch_size": 8, "steps": 6, "eval_every": 3}
+    cfg = make_config("codeexec", "laptop", trace=1.0, **kw)
+    assert cfg.model_config().n_out == len(CODE_TGT_VOCAB) + len(CODE_TRACE_VOCAB)
+    res = train(cfg, tmp_path / "t", data_dir, **QUIET)
+    plain = train(make_config("codeexec", "laptop", **kw), tmp_path / "p", data_dir, **QUIET)
+    assert res["status"] == plain["status"] == "done" and {"acc", "print_acc"} <= set(res["test"])
+    assert train_losses(tmp_path / "t") != train_losses(tmp_path / "p")           # the trace changes the gradients
+    r1 = train(cfg, tmp_path / "r", data_dir, stop_at=4, **QUIET)                  # and resumes exactly
+    train(cfg, tmp_path / "r", data_dir, resume=True, **QUIET)
+    assert r1["status"] == "interrupted" and train_losses(tmp_path / "r") == train_losses(tmp_path / "t")
+    task = AlgoTask(cfg, data_dir); task.setup(Dist(), lambda *a: None)
+    tr = trace_targets(task.enc["train"])
+    assert tr.shape == task.enc["train"].tokens.shape and (tr >= 0).any() and ((tr >= 0) <= (task.enc["train"].tokens > 0)).all()
+    with pytest.raises(ValueError, match="trace: only code execution"): make_config("listops", "laptop", trace=1.0)
 
 # ---------------------------------------------------------------- checkpoints
 

@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['VAR_NAMES', 'CODE_SRC_VOCAB', 'CODE_TGT_VOCAB', 'NO_OUT', 'LISTOPS_OPS', 'LISTOPS_SRC_VOCAB', 'LISTOPS_TGT_VOCAB',
-           'SPLITS', 'TASKS', 'Vocab', 'code_program', 'run_program', 'listops_shape', 'listops_fill', 'listops_tokens',
-           'listops_sample', 'eval_listops', 'TaskSpec', 'register_task', 'write_split', 'read_split',
-           'prepare_dataset', 'load_dataset', 'Encoded', 'encode', 'batch_order', 'get_batch']
+__all__ = ['VAR_NAMES', 'CODE_SRC_VOCAB', 'CODE_TGT_VOCAB', 'NO_OUT', 'CODE_TRACE_VOCAB', 'LISTOPS_OPS', 'LISTOPS_SRC_VOCAB',
+           'LISTOPS_TGT_VOCAB', 'SPLITS', 'TASKS', 'Vocab', 'code_program', 'run_program', 'code_trace',
+           'listops_shape', 'listops_fill', 'listops_tokens', 'listops_sample', 'eval_listops', 'TaskSpec',
+           'register_task', 'write_split', 'read_split', 'prepare_dataset', 'load_dataset', 'Encoded', 'encode',
+           'batch_order', 'get_batch']
 
 # %% ../../nbs/07_algorithmic.ipynb #15ad260c
 class Vocab:
@@ -102,6 +103,31 @@ def run_program(src:list[str]) -> dict[int, int]:
         else: i = simple(i, "")
     out = {}
     exec("\n".join(lines), {}, {"out": out})
+    return out
+
+# %% ../../nbs/07_algorithmic.ipynb #0020a019
+CODE_TRACE_VOCAB = Vocab([*map(str, range(-8, 17)), "true", "false"])  # a written value, or a condition
+
+def code_trace(src:list[str], # a program's tokens, as `code_program` writes them
+              ) -> list[int]: # a class of `CODE_TRACE_VOCAB` per token; -1 where the trace says nothing
+    "The program's trace: the written variable's value at every statement's `;`, the condition at every `:`."
+    val, out, i = {}, [-1] * len(src), 0
+    while i < len(src):
+        run = True
+        if src[i] == "if":                                        # if v < c :  /  if v > c :
+            x, c = val[src[i + 1]], int(src[i + 3])
+            run = x < c if src[i + 2] == "<" else x > c
+            out[i + 4] = CODE_TRACE_VOCAB.stoi["true" if run else "false"]
+            i += 5
+        if src[i] == "print": i += 3; continue                    # a print's value is the task's own target
+        v = src[i]
+        if src[i + 1] == "=":
+            if run: val[v] = int(src[i + 2])
+            i += 4
+        else:
+            if run: val[v] += 1 if src[i + 1] == "++" else -1
+            i += 3
+        if v in val: out[i - 1] = CODE_TRACE_VOCAB.stoi[str(val[v])]  # a variable never assigned has no value yet
     return out
 
 # %% ../../nbs/07_algorithmic.ipynb #0599c44f

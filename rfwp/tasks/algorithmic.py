@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
-from . import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded
+from . import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded, CODE_SRC_VOCAB, CODE_TRACE_VOCAB, code_trace
 from fastcore.basics import patch
 from ..models import ModelConfig, SeqModel
 from ..utils import IMPLS
@@ -20,7 +20,8 @@ from ..run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
-           'state_objective', 'summarize', 'evaluate', 'AlgoTask', 'longer_tests', 'train', 'compare_models']
+           'state_objective', 'summarize', 'evaluate', 'trace_targets', 'AlgoTask', 'longer_tests', 'train',
+           'compare_models']
 
 # %% ../../nbs/07b_training.ipynb #313857c6
 @dataclass
@@ -31,6 +32,7 @@ class TrainConfig:
     depth:int = 10 # ListOps: nesting depth of every sample (the paper: 10 and 15)
     n_vars:int = 3 # code execution: number of variables (the paper: 3 and 5)
     n_statements:int = 100 # code execution: statements per program (the paper: 100)
+    trace:float = 0.0 # code execution: weight of an auxiliary loss on the program's trace (each statement's written value, each condition; `rfwp.tasks.code_trace`) from extra output units; 0: the paper's loss
     lang:str = "parity" # formal languages: the language (parity, mod3, mod5, aa_star, anbn, dyck1, s3)
     train_len:int = 40 # formal languages: training strings have 1..train_len symbols (tested also at 2.5x and 10x)
     n_train:int = 10_000 # training samples (the paper's splits: 10k / 1k / 1k)
@@ -73,7 +75,7 @@ class TrainConfig:
         "The `ModelConfig` of this run's model."
         s = self.spec()
         return ModelConfig(kind=self.model, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
-                           ff_dim=self.ff_dim, dropout=self.dropout, vocab_size=len(s.src_vocab), n_out=len(s.tgt_vocab),
+                           ff_dim=self.ff_dim, dropout=self.dropout, vocab_size=len(s.src_vocab), n_out=len(s.tgt_vocab) + (len(CODE_TRACE_VOCAB) if self.trace else 0),
                            max_len=max_len, impl=self.impl, beta_range=self.beta_range, gate=self.gate, qk_norm=self.qk_norm)
     def to_dict(self): return asdict(self)
     @classmethod
@@ -92,7 +94,8 @@ def validate(self:TrainConfig):
     if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
     for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
         if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-    for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps"):
+    if self.trace and self.task != "codeexec": raise ValueError(f"trace: only code execution has a trace, got trace={self.trace} for task {self.task!r}")
+    for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps", "trace"):
         if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
     for k in ("dropout", "beta1", "beta2"):
         if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
@@ -194,7 +197,9 @@ def summarize(sums:dict) -> dict:
 
 # %% ../../nbs/07b_training.ipynb #48697d2b
 @torch.no_grad()
-def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dist()) -> dict:
+def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dist(),
+             n_out:int|None=None, # the task's classes: the first `n_out` outputs (the others: auxiliary targets); None: all
+            ) -> dict:
     "Loss and accuracies of `model` on `data`."
     was = model.training; model.eval()
     fn, sums = OBJECTIVES[objective], {}
@@ -204,7 +209,7 @@ def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dis
         if len(b["lengths"]) == 0: continue
         b = {k: v.to(dd.device) for k, v in b.items()}
         logits, _ = model(b["tokens"])
-        for k, v in fn(logits, b)[1].items(): sums[k] = sums.get(k, 0) + v
+        for k, v in fn(logits[..., :n_out], b)[1].items(): sums[k] = sums.get(k, 0) + v
     model.train(was)
     return summarize(dd.sum(sums))
 
@@ -215,6 +220,13 @@ def _load_data(spec:TaskSpec, data_dir, dd:Dist, say) -> dict:
     dd.barrier()
     if not dd.main: data = load_dataset(spec, data_dir, log=say)
     return {s: encode(v, spec) for s, v in data.items()}
+
+def trace_targets(data:Encoded) -> Tensor:
+    "The trace (`rfwp.tasks.code_trace`) of every code-execution program of `data`, as (N, T) classes padded with -1."
+    out = torch.full(data.tokens.shape, -1, dtype=torch.long)
+    for i, (ids, n) in enumerate(zip(data.tokens.tolist(), data.lengths.tolist())):
+        out[i, :n] = torch.tensor(code_trace(CODE_SRC_VOCAB.decode(ids[:n])))
+    return out
 
 class AlgoTask(Task):
     "ListOps or code execution for `rfwp.run.fit`."
@@ -237,7 +249,8 @@ class AlgoTask(Task):
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule(cfg.schedule, cfg.steps, cfg.warmup))
         torch.manual_seed(cfg.seed + 1000 * dd.rank)                  # the dropout stream; it differs between processes
-        self.objective, self.n_params = OBJECTIVES[self.spec.objective], self.model.num_params()
+        self.objective, self.n_params, self.n_out = OBJECTIVES[self.spec.objective], self.model.num_params(), len(self.spec.tgt_vocab)
+        self.trace = trace_targets(self.enc["train"]) if cfg.trace else None   # (N, T) classes of `CODE_TRACE_VOCAB`, -1 elsewhere
         self.net.train()
 
     def describe(self) -> str:
@@ -250,7 +263,8 @@ class AlgoTask(Task):
     def train_row(self, sums:dict) -> dict:
         return {**summarize(sums), "tokens_per_s": round(sums["tokens_seen"] / max(sums["seconds"], 1e-9))}  # evaluations excluded
     def bar(self, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", acc=f"{100 * row['acc']:.1f}%", tok_s=f"{row['tokens_per_s']:,.0f}")
-    def evaluate(self) -> dict: return evaluate(self.model, self.enc["valid"], self.spec.objective, 4 * self.config.batch_size, self.dd)
+    def evaluate(self, data=None) -> dict: return evaluate(self.model, self.enc["valid"] if data is None else data, self.spec.objective,
+                                                           4 * self.config.batch_size, self.dd, self.n_out)
     def score(self, row:dict) -> float: return row["acc"]
     def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos)
     def load_state_dict(self, d:dict): self.epoch, self.pos = d["epoch"], d["pos"]
@@ -270,9 +284,13 @@ def _next_batch(self:AlgoTask) -> Tensor:
 
 @patch
 def train_step(self:AlgoTask, step:int) -> dict:
-    b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], self._next_batch(), self.dd.rank, self.dd.world).items()}
+    idx = self._next_batch()
+    b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], idx, self.dd.rank, self.dd.world).items()}
     logits, _ = self.net(b["tokens"])
-    loss, s = self.objective(logits, b)
+    loss, s = self.objective(logits[..., :self.n_out], b)
+    if self.trace is not None:                                           # the auxiliary loss on the program's trace
+        tr = self.trace[idx[self.dd.rank::self.dd.world], :logits.shape[1]].to(self.dd.device)
+        loss = loss + self.config.trace * F.cross_entropy(logits[..., self.n_out:].flatten(0, 1).float(), tr.flatten(), ignore_index=-1)
     self.opt.zero_grad(set_to_none=True)
     loss.backward()
     if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
@@ -296,13 +314,13 @@ def plot(self:AlgoTask, rows:list[dict], path):
 
 @patch
 def finish(self:AlgoTask, best:dict, say) -> dict:
-    t = evaluate(self.model, self.enc["test"], self.spec.objective, 4 * self.config.batch_size, self.dd)
+    t = self.evaluate(self.enc["test"])
     bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
     say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
         + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
     rows, longer = [dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], {}
     for f, enc in self.longer.items():
-        longer[f"test_{f}x"] = tf = evaluate(self.model, enc, self.spec.objective, 4 * self.config.batch_size, self.dd)
+        longer[f"test_{f}x"] = tf = self.evaluate(enc)
         say(f"samples {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%"
             + "".join(f", {k.split('_')[0]} accuracy {100 * tf[k]:.2f}%" for k in ("print_acc", "token_acc") if k in tf))
         rows.append(dict(step=best["step"], epoch=best["task"]["epoch"], split=f"test_{f}x", **tf))
