@@ -145,7 +145,7 @@ def test_codeexec_trace_loss(data_dir, tmp_path):
     cfg = make_config("codeexec", "laptop", trace=1.0, **kw)
     assert cfg.model_config().n_out == len(CODE_TGT_VOCAB) + len(CODE_TRACE_VOCAB)
     res = train(cfg, tmp_path / "t", data_dir, **QUIET)
-    plain = train(make_config("codeexec", "laptop", **kw), tmp_path / "p", data_dir, **QUIET)
+    plain = train(make_config("codeexec", "laptop", trace=0.0, **kw), tmp_path / "p", data_dir, **QUIET)
     assert res["status"] == plain["status"] == "done" and {"acc", "print_acc"} <= set(res["test"])
     assert train_losses(tmp_path / "t") != train_losses(tmp_path / "p")           # the trace changes the gradients
     r1 = train(cfg, tmp_path / "r", data_dir, stop_at=4, **QUIET)                  # and resumes exactly
@@ -155,6 +155,7 @@ def test_codeexec_trace_loss(data_dir, tmp_path):
     tr = trace_targets(task.enc["train"])
     assert tr.shape == task.enc["train"].tokens.shape and (tr >= 0).any() and ((tr >= 0) <= (task.enc["train"].tokens > 0)).all()
     with pytest.raises(ValueError, match="trace: only code execution"): make_config("listops", "laptop", trace=1.0)
+    assert make_config("codeexec", "laptop").trace == 1.0 and make_config("codeexec", "paper").trace == 0.0
 
 # ---------------------------------------------------------------- checkpoints
 
@@ -257,7 +258,8 @@ def test_codeexec_learns_short_programs_and_not_random_targets(tmp_path):
     import random
     from rfwp.tasks import prepare_dataset, read_split, write_split, SPLITS, CODE_TGT_VOCAB, NO_OUT
     cfg = make_config("codeexec", "laptop", model="lstm", n_vars=3, n_statements=5, n_train=4000, n_valid=200, n_test=500,
-                      n_layers=2, d_model=64, n_heads=4, ff_dim=128, steps=1000, eval_every=500, lr=3e-3, warmup=30, max_minutes=0)
+                      n_layers=2, d_model=64, n_heads=4, ff_dim=128, steps=1000, eval_every=500, lr=3e-3, warmup=30, max_minutes=0,
+                      trace=0.0)  # the task's own loss (the laptop preset adds the trace)
     values, rng = [v for v in CODE_TGT_VOCAB.itos if v != NO_OUT], random.Random(0)
     def run(name, change):
         d = prepare_dataset(cfg.spec(), tmp_path / name, log=lambda *a: None)
