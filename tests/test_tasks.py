@@ -144,6 +144,19 @@ def test_determinism_across_processes():
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert len(outs) == 1
 
+def test_processes_generating_one_dataset_at_once(tmp_path):
+    "Several processes that need the same dataset (e.g. `rfwp bench formal --jobs 2`) generate it side by side without colliding."
+    code = ("import sys; from rfwp.tasks import TaskSpec, load_dataset; "
+            "load_dataset(TaskSpec('formal', lang='parity', n_train=20000, n_valid=300, n_test=300), sys.argv[1], log=lambda *a: None)")
+    # 3 rounds of 4 processes: with a temp name shared by the processes (before), about one process in four died
+    for r in range(3):
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"data{r}")], stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errs = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errs
+        d = next((tmp_path / f"data{r}").iterdir())
+        assert sorted(f.name for f in d.iterdir()) == ["meta.json", "src_vocab.txt", "test.txt", "tgt_vocab.txt", "train.txt", "valid.txt"]
+        assert len(read_split(d / "train.txt")) == 20000
+
 def test_file_round_trip(tmp_path):
     spec = TaskSpec("codeexec", n_train=20, n_valid=5, n_test=5)
     samples = spec.generate("train")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import torch
 from torch import Tensor
+from ..run import atomic_write
 
 # %% auto #0
 __all__ = ['VAR_NAMES', 'CODE_SRC_VOCAB', 'CODE_TGT_VOCAB', 'NO_OUT', 'CODE_TRACE_VOCAB', 'LISTOPS_OPS', 'LISTOPS_SRC_VOCAB',
@@ -39,7 +40,7 @@ class Vocab:
         return [self.itos[int(i)] for i in ids]
     def save(self, path):
         "Write one word per line."
-        Path(path).write_text("\n".join(self.itos) + "\n")
+        atomic_write(path, "\n".join(self.itos) + "\n")
     @classmethod
     def load(cls, path): return cls(Path(path).read_text().split())
 
@@ -261,9 +262,8 @@ register_task("codeexec", "token", CODE_SRC_VOCAB, CODE_TGT_VOCAB,
 
 # %% ../../nbs/07_algorithmic.ipynb #cc5208de
 def write_split(path, samples):
-    "Write samples as `tokens<TAB>targets` lines."
-    with open(path, "w") as f:
-        for src, tgt in samples: f.write(f"{' '.join(src)}\t{' '.join(tgt)}\n")
+    "Write samples as `tokens<TAB>targets` lines, whole or not at all (processes that generate the same dataset at once do not collide)."
+    atomic_write(path, "".join(f"{' '.join(src)}\t{' '.join(tgt)}\n" for src, tgt in samples))
 
 def read_split(path) -> list[tuple[list[str], list[str]]]:
     "Read a file written by `write_split`."
@@ -291,11 +291,9 @@ def prepare_dataset(spec:TaskSpec, # what to generate
         if all(old.get(f"n_{s}", 0) >= spec.size(s) for s in SPLITS): return d
     d.mkdir(parents=True, exist_ok=True)
     for s in SPLITS:
-        samples = spec.generate(s)
-        tmp = d / f"{s}.txt.tmp"
-        write_split(tmp, samples); tmp.replace(d / f"{s}.txt")
+        write_split(d / f"{s}.txt", spec.generate(s))
     spec.src_vocab.save(d / "src_vocab.txt"); spec.tgt_vocab.save(d / "tgt_vocab.txt")
-    mfile.write_text(json.dumps(meta, indent=1))
+    atomic_write(mfile, json.dumps(meta, indent=1))                  # last: the dataset is complete once meta.json is there
     log(f"wrote {spec.name()} to {d} ({', '.join(f'{spec.size(s)} {s}' for s in SPLITS)})")
     return d
 
