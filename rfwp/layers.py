@@ -38,7 +38,7 @@ class LayerConfig:
     scale_heads: bool = False  # multiply head outputs by 1/√D before the output projection (the official LM code does)
     impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
     beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
-    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; delta-rule kinds but rdn)
+    gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; every delta-rule kind)
     qk_norm: str = "sum"       # delta, lstm_delta: q, k = sumnorm(ELU+1) ("sum", the paper's) or L2-normalised SiLU ("l2": ‖k‖ = 1)
 
     def __post_init__(self):
@@ -311,25 +311,27 @@ class DeltaLSTMBlock(FWPBlock):
 @register("rdn")
 class RDNBlock(FWPBlock):
     "Recurrent Delta Net: the slow net sees the head's previous output through R_q, R_k, R_v, r_b. State (S, y)."
-    options = ("beta_range",)  # β = beta_range·σ(·) inside the op; no gate yet (its reversal backward would divide by α)
+    options = ("beta_range", "gate")  # β = beta_range·σ(·) inside the op; the gate's decay g from the input, as Gated DeltaNet
     def __init__(self, cfg:LayerConfig):
         super().__init__(cfg)
         H, D = self.H, self.D
         self.R_q, self.R_k, self.R_v = (nn.Parameter(torch.empty(H, D, D)) for _ in range(3))
         self.r_b = nn.Parameter(torch.empty(H, D))
         self.reset_rec_parameters()
+        if cfg.gate: self.A_log, self.dt_bias = gate_parameters(H)
 
     @torch.no_grad()
     def reset_rec_parameters(self):
         "Draw R_q, R_k, R_v, r_b from N(0, std 1/√D), as the official code does."
         for p, w in zip((self.R_q, self.R_k, self.R_v, self.r_b), init_rdn_weights(self.H, self.D, dtype=self.r_b.dtype)): p.copy_(w)
 
-    def width(self): return 3 * self.D + 1
+    def width(self): return 3 * self.D + 1 + int(self.cfg.gate)
     def fwp(self, p, state):
-        xq, xk, xv, xb = p.split([self.D] * 3 + [1], -1)
+        xq, xk, xv, xb, *a = p.split([self.D] * 3 + [1] * (1 + int(self.cfg.gate)), -1)
+        g = gate_decay(a[0][..., 0], self.A_log, self.dt_bias) if a else None
         R = [w.to(p.dtype) for w in (self.R_q, self.R_k, self.R_v, self.r_b)]
         o, S = recurrent_delta_rule(xq, xk, xv, xb[..., 0], *R, initial_state=state,
-                                    output_final_state=True, impl=self.cfg.impl, beta_range=self.cfg.beta_range)
+                                    output_final_state=True, impl=self.cfg.impl, beta_range=self.cfg.beta_range, g=g)
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #d5dfd85a

@@ -11,7 +11,7 @@ CASES = [(k, {}) for k in KINDS] + [("delta_mlp", dict(fast_depth=2)), ("delta",
          ("delta", dict(beta_range=2.0, gate=True)), ("lstm_delta", dict(gate=True)), ("delta_rnn", dict(beta_range=2.0, gate=True)),
          ("delta_lstm", dict(beta_range=2.0)), ("delta_delta", dict(beta_range=2.0)), ("delta_mlp", dict(beta_range=2.0)),
          ("delta_mlp", dict(gate=True)), ("delta_delta", dict(beta_range=2.0, gate=True)), ("delta_lstm", dict(beta_range=2.0, gate=True)),
-         ("rdn", dict(beta_range=2.0))]
+         ("rdn", dict(beta_range=2.0)), ("rdn", dict(beta_range=2.0, gate=True))]
 IDS = [k + "".join(f"-{a}{b}" for a, b in kw.items()) for k, kw in CASES]
 d_model, H = 32, 4
 
@@ -317,12 +317,12 @@ def test_options_change_the_layer_and_are_refused_where_absent():
     with torch.no_grad(): assert not torch.allclose(plain(x)[0], neg(x)[0])
     gated = block("delta", gate=True)
     assert gated.width() == plain.width() + 1 and gated.A_log.shape == (H,) and gated.dt_bias.shape == (H,)
-    for kind in ("linear", "rdn", "lstm", "transformer", "srwm"):
+    for kind in ("linear", "lstm", "transformer", "srwm"):
         with pytest.raises(ValueError, match="no option gate"): LayerConfig(kind, d_model, H, gate=True)
     for kind in ("linear", "lstm", "transformer", "srwm"):
         with pytest.raises(ValueError, match="no option beta_range"): LayerConfig(kind, d_model, H, beta_range=2.0)
     with pytest.raises(ValueError, match="beta_range must be in"): LayerConfig("delta", d_model, H, beta_range=0)
-    for kind in ("delta", "lstm_delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm"):
+    for kind in ("delta", "lstm_delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm", "rdn"):
         "the gate reaches the op: switching the decay off (A = e^A_log -> 0, so g -> 0) changes the output"
         gated = block(kind, gate=True)
         assert gated.width() == block(kind).width() + (3 if kind == "delta_lstm" else 1), kind

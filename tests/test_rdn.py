@@ -105,7 +105,7 @@ def test_saves_only_per_step_vectors():
     B, T, H, D = 2, 200, 3, 16
     o, S, y = recurrent_delta_rule_torch(*leaves(*inputs(B, T, H, D)))
     ctx = o.grad_fn
-    kept = sum(t.numel() for t in ctx.saved) + ctx.S_T.numel()
+    kept = sum(t.numel() for t in ctx.saved if t is not None) + ctx.S_T.numel()
     assert kept <= (5 * D + 1) * T * B * H + B * H * D * D
     assert kept < T * B * H * D * D / 2
 
@@ -256,3 +256,68 @@ def test_beta_range_fp32_long():
     f = lambda *a: RecurrentDeltaRuleFn.apply(*a, 2.0)
     ref, out = outputs_and_grads(f, x64), outputs_and_grads(f, [t.float() for t in x64])
     for n, a, b in zip(NAMES, ref, out): assert_close(f"fp32 {n}", a, b.double(), 1e-3)
+
+# ---- a decay g (log α): the forward keeps S every ⌈√T⌉ steps, the backward replays each segment (no division by α)
+
+def decay(B, T, H, lo=3.0, seed=7, dtype=torch.float64):
+    "Log decays in [-lo, 0]: α from e^-lo to 1."
+    return (-lo * torch.rand(B, T, H, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)).to(dtype)
+
+def op_g(impl, beta_range=1.0):
+    "The public op as a function of the ten tensors and g."
+    def f(*a):
+        o, (S, y) = recurrent_delta_rule(*a[:8], initial_state=(a[8], a[9]), output_final_state=True, impl=impl,
+                                         beta_range=beta_range, g=a[10])
+        return o, S, y
+    return f
+
+@pytest.mark.parametrize("B,T,H,D", [(1, 1, 1, 3), (2, 37, 3, 12), (1, 70, 2, 5), (2, 16, 1, 4)])
+@pytest.mark.parametrize("state", [True, False])
+@pytest.mark.parametrize("beta_range", [1.0, 2.0])
+def test_decay_matches_naive(B, T, H, D, state, beta_range):
+    x = inputs(B, T, H, D, state=state) + [decay(B, T, H)]
+    ref, out = outputs_and_grads(op_g("naive", beta_range), x), outputs_and_grads(op_g("torch", beta_range), x)
+    for n, a, b in zip(NAMES + ["dg"], ref, out): assert_close(f"decay {n}", a, b, 1e-10)
+
+def test_decay_gradcheck():
+    for shape in [(2, 5, 2, 3), (1, 10, 1, 2)]:                    # T = 10: segments of 4, 4, 2
+        x = [t.requires_grad_() for t in inputs(*shape) + [decay(*shape[:3], seed=3)]]
+        assert torch.autograd.gradcheck(lambda *a: RecurrentDeltaRuleFn.apply(*a[:10], 1.5, a[10]), x)
+
+def test_decay_zero_is_the_plain_op_and_a_decay_matters():
+    x = inputs(2, 23, 2, 6)
+    plain = outputs_and_grads(op("torch"), x)
+    zero = outputs_and_grads(op_g("torch"), x + [torch.zeros(2, 23, 2, dtype=torch.float64)])
+    for n, a, b in zip(NAMES, plain, zero): assert_close(f"g = 0 {n}", a, b, 1e-12)
+    assert (plain[0] - op_g("torch")(*x, decay(2, 23, 2))[0]).abs().max() > 1e-3
+
+def test_decay_two_segments_equal_one_pass():
+    x = inputs(2, 41, 3, 8) + [decay(2, 41, 3)]
+    def two(*a, t1=17):
+        cut = lambda z, s: z[:, s]
+        o1, st = recurrent_delta_rule(*[cut(z, slice(None, t1)) for z in a[:4]], *a[4:8], initial_state=(a[8], a[9]),
+                                      output_final_state=True, g=a[10][:, :t1])
+        o2, (S, y) = recurrent_delta_rule(*[cut(z, slice(t1, None)) for z in a[:4]], *a[4:8], initial_state=st,
+                                          output_final_state=True, g=a[10][:, t1:])
+        return torch.cat([o1, o2], 1), S, y
+    for n, a, b in zip(NAMES + ["dg"], outputs_and_grads(op_g("torch"), x), outputs_and_grads(two, x)): assert_close(n, a, b, 1e-11)
+
+def test_decay_fp32_strong_decay_stays_finite():
+    "α down to e^-60 (where undoing a step by dividing by α would overflow fp32): fp32 within 1e-4 of float64 at T = 600."
+    x64 = inputs(1, 600, 2, 8) + [decay(1, 600, 2, lo=60.0)]
+    f = lambda *a: RecurrentDeltaRuleFn.apply(*a[:10], 2.0, a[10])
+    ref, out = outputs_and_grads(f, x64), outputs_and_grads(f, [t.float() for t in x64])
+    assert all(torch.isfinite(t).all() for t in out)
+    for n, a, b in zip(NAMES + ["dg"], ref, out): assert_close(f"fp32 {n}", a, b.double(), 1e-4)
+
+def test_decay_keeps_about_sqrt_T_states():
+    B, T, H, D = 1, 400, 2, 8
+    o, S, y = recurrent_delta_rule_torch(*leaves(*inputs(B, T, H, D)), 1.0, leaves(decay(B, T, H))[0])
+    CK = o.grad_fn.saved[-1]
+    assert CK.shape == (20, B * H, D, D)                                # ⌈400 / 20⌉ checkpoints of S
+
+def test_decay_bad_input():
+    x = inputs(2, 5, 2, 3)
+    with pytest.raises(ValueError, match="`g`"): recurrent_delta_rule(*x[:8], g=torch.zeros(2, 4, 2, dtype=torch.float64))
+    with pytest.raises((TypeError, ValueError), match="`g`"): recurrent_delta_rule(*x[:8], g=torch.zeros(2, 5, 2))
+    with pytest.raises(ValueError, match="no decay g"): recurrent_delta_rule(*x[:8], impl="triton", g=torch.zeros(2, 5, 2, dtype=torch.float64))

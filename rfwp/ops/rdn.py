@@ -40,6 +40,7 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
                                S0:Tensor, # initial fast weights (B, H, D, D)
                                y0:Tensor, # initial previous output (B, H, D)
                                beta_range:float=1.0, # β = beta_range·σ(·): 1 for (0, 1), 2 for negative eigenvalues
+                               g:Tensor|None=None, # log decays (B, T, H): S_{t-1} is scaled by α_t = exp(g_t) before step t
                               ) -> tuple[Tensor, Tensor, Tensor]: # o (B, T, H, D), S_T, y_T
     "Per-step reference of the RDN; autograd provides the backward."
     S, y, outs = S0, y0, []
@@ -49,7 +50,8 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
         k = torch.softmax(xk[:, t] + torch.einsum('bhi,hij->bhj', h, R_k), -1)  # (B, H, D)
         v = xv[:, t] + torch.einsum('bhi,hij->bhj', h, R_v)                     # (B, H, D)
         beta = beta_range * torch.sigmoid(xb[:, t] + (h * r_b).sum(-1))         # (B, H)
-        v_bar = torch.einsum('bhij,bhi->bhj', S, k)                             # S_{t-1}ᵀ k
+        if g is not None: S = g[:, t, :, None, None].exp() * S                 # decay first (Gated DeltaNet)
+        v_bar = torch.einsum('bhij,bhi->bhj', S, k)                             # S_{t-1}ᵀ k (after the decay)
         S = S + beta[..., None, None] * torch.einsum('bhi,bhj->bhij', k, v - v_bar)
         y = torch.einsum('bhij,bhi->bhj', S, q)                                 # S_tᵀ q
         outs.append(y)
@@ -57,8 +59,13 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
     return o, S, y                                                              # (B, H, D, D), (B, H, D)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #a1d45408
-def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0):
-    "The forward loop in the (T, H, B, ·) layout (β = r·σ); returns the outputs, S_T and the per-step vectors for the backward."
+def _ckpt_every(T:int) -> int:
+    "Steps between the stored states of a decayed RDN: ⌈√T⌉, so that the checkpoints and one segment's states both hold ~√T."
+    return math.isqrt(max(T - 1, 0)) + 1
+
+def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0, A=None):
+    """The forward loop in the (T, H, B, ·) layout (β = r·σ; with decays A (T, H·B, 1, 1), S ← α S first and S kept every
+    `_ckpt_every(T)` steps); returns the outputs, S_T and the per-step vectors for the backward."""
     B, T, H, D = xq.shape; N, E = H * B, 3 * D + 1
     P = xq.new_empty(T, H, B, E)                                                       # X = [xq | xk | xv | xb]
     for i, x in enumerate((xq, xk, xv)): P[..., i*D:(i+1)*D] = x.permute(1, 2, 0, 3)
@@ -70,12 +77,17 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0):
     UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (1 − β_t / r) u_t
     u = P.new_empty(N, 1, D)                                                           # scratch: u_t
     S = S0.transpose(0, 1).reshape(N, D, D).clone()                                    # (H·B, D, D)
+    C = _ckpt_every(T)
+    CK = None if A is None else P.new_empty(-(-T // C), N, D, D)                      # S_0, S_C, S_2C, … (decay only)
     Pf = P.view(T, N, E)
     steps = zip(Y.unbind(0), Hs.unbind(0), P.unbind(0), Pf[..., :2*D].unflatten(-1, (2, D)).unbind(0),
                 Pf[..., 2*D:3*D, None].mT.unbind(0), Pf[..., 3*D:, None].unbind(0), QK.unbind(0),
                 QK[:, :, 0:1].unbind(0), QK[:, :, 1:2].unbind(0), QK[:, :, 1:2].mT.unbind(0),
                 UB.unbind(0), U1.unbind(0), Y[1:].view(T, N, 1, D).unbind(0))
-    for y, h, p, a_qk, v, b, qk, q, k, kT, ub, u1, y_new in steps:
+    for t, (y, h, p, a_qk, v, b, qk, q, k, kT, ub, u1, y_new) in enumerate(steps):
+        if A is not None:                               # decay: S ← α S, the state kept every C steps
+            if t % C == 0: CK[t // C].copy_(S)
+            S.mul_(A[t])
         torch.tanh(y, out=h)                            # h = tanh(y_{t-1})           (H, B, D)
         p.baddbmm_(h, W)                                # [a_q | a_k | v | a_β] = X_t + h W
         torch.softmax(a_qk, -1, out=qk)                 # q, k                        (H·B, 2, D)
@@ -88,11 +100,12 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0):
         torch.bmm(q, S, out=y_new)                      # y = q S
     beta = Pf[..., 3*D:, None].clone()                                                 # (T, H·B, 1, 1)
     o = Y[1:].permute(2, 0, 1, 3).contiguous()                                         # (B, T, H, D)
-    return o, S, Y[T], (Hs, QK, UB, U1, beta)
+    return o, S, Y[T], (Hs, QK, UB, U1, beta, A, CK)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #2c1e5742
-def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb):
-    "Steps 1–5 for t = T … 1; updates δY, S, δS in place and returns [δa_q | δa_k], δv and δa_β of every step."
+def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A=None, P=None, dG=None):
+    """Steps 1–5 for t = T … 1; updates δY, S, δS in place and returns [δa_q | δa_k], δv and δa_β of every step.
+    With decays A, P holds every S_{t-1} (recomputed) and dG receives δg; S is then set from P, never by division."""
     T, H, B, D = tp.shape; N = H * B
     ST, dST, k = S.mT, dS.mT, QK[:, :, 1:2]
     dQK = S.new_empty(2, N, 1, D); dq, dk = dQK.unbind(0)                              # scratch: δq, δk
@@ -103,10 +116,14 @@ def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb):
                 k.mT.unbind(0), UB.unbind(0), BK.unbind(0), U1.mT.unbind(0), dAqk.unbind(0), DV.unbind(0),
                 dAb.unbind(0), dAqk.view(T, H, B, 2 * D).unbind(0), DV.view(T, H, B, D).unbind(0),
                 dAb.view(T, H, B, 1).unbind(0), tp.unbind(0))
-    for dy, dy_prev, qk, qT, kT, ub, bk, u1T, daqk, dv, dab, daqk_h, dv_h, dab_h, tp_t in reversed(list(steps)):
+    decay = [(None,) * 3] * T if A is None else zip(A.unbind(0), P.unbind(0), dG.unbind(0))
+    for (dy, dy_prev, qk, qT, kT, ub, bk, u1T, daqk, dv, dab, daqk_h, dv_h, dab_h, tp_t), (a, p, dg) in reversed(list(zip(steps, decay))):
         dS.addcmul_(qT, dy)                             # 1. δS += qᵀ δy
         torch.bmm(dy, ST, out=dq)                       #    δq = δy S_tᵀ
         delta_unwrite_(S, dS, bk, ub, kT, dv, dk, ST, dST)  # 2.–3. S_{t-1}; δv = β k δS, δk, δS_{t-1} (γ = β)
+        if a is not None:                               #    decay: S was α S_{t-1}: δg = α ⟨δS, S_{t-1}⟩, δS_{t-1} = α δS
+            S.copy_(p)
+            torch.bmm(dS.view(N, 1, D * D), p.view(N, D * D, 1), out=dg); dg.mul_(a); dS.mul_(a)
         torch._softmax_backward_data(dqk, qk, -1, qk.dtype, grad_input=daqk)  # 4. δa = p ⊙ (δp − p·δp)
         torch.bmm(dv, u1T, out=dab)                     #    δa_β = δβ β (1 − β)
         torch.bmm(daqk_h, M_qk, out=dh)                 # 5. δh = [δa_q | δa_k] [R_q | R_k]ᵀ …
@@ -115,10 +132,26 @@ def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb):
         dy_prev.addcmul_(dh, tp_t)                      #    δy_{t-1} += δh ⊙ (1 − h²)
     return dAqk, DV, dAb
 
+# %% ../../nbs/04_recurrent_slow_nets.ipynb #rdngate02
+def _segments_backward(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A, CK):
+    "Backward of the decayed RDN, newest segment first: replay the segment's states from its checkpoint, then reverse it."
+    T, N, D = QK.shape[0], S.shape[0], S.shape[-1]
+    C = _ckpt_every(T)
+    P = S.new_empty(min(C, T), N, D, D)                                                # S_s … S_{e-1} of one segment
+    kT, dG, parts = QK[:, :, 1:2].mT, S.new_empty(T, N, 1, 1), []
+    for j in reversed(range(CK.shape[0])):
+        s, e = j * C, min(T, (j + 1) * C)
+        P[0].copy_(CK[j])
+        for t in range(s + 1, e):                       # as in the forward: S_t = α_t S_{t-1} + k_tᵀ (β_t u_t)
+            torch.mul(P[t - s - 1], A[t - 1], out=P[t - s]); P[t - s].addcmul_(kT[t - 1], UB[t - 1])
+        parts.append(_reverse_steps(dY[s:e + 1], S, dS, QK[s:e], UB[s:e], BK[s:e], U1[s:e], tp[s:e], M_qk, M_v, rb,
+                                    A[s:e], P[:e - s], dG[s:e]))
+    return *(torch.cat(x[::-1]) for x in zip(*parts)), dG
+
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #421490e9
 def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
-    "The reversal backward: walks time from T to 1, restoring S_{t-1} = S_t − β_t k_tᵀ u_t on the way."
-    Hs, QK, UB, U1, beta = saved
+    "The reversal backward: walks time from T to 1, restoring S_{t-1} = S_t − β_t k_tᵀ u_t on the way (by segments with a decay)."
+    Hs, QK, UB, U1, beta, A, CK = saved
     T, H, B, D = Hs.shape; N = H * B
     dY = Hs.new_zeros(T + 1, H, B, D)                                                  # δy_0 … δy_T
     if do is not None: dY[1:] = do.permute(1, 2, 0, 3)
@@ -128,7 +161,8 @@ def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
     BK = QK[:, :, 1:2] * beta                                                          # β k: (T, H·B, 1, D)
     tp = 1 - Hs * Hs                                                                   # tanh' (T, H, B, D)
     M_qk, M_v, rb = torch.cat([R_q.mT, R_k.mT], 1), R_v.mT, r_b[:, None, :]           # (H, 2D, D), (H, D, D), (H, 1, D)
-    dAqk, DV, dAb = _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb)
+    if A is None: dAqk, DV, dAb = _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb)
+    else: dAqk, DV, dAb, dG = _segments_backward(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A, CK)
     del BK, tp                                                                         # free before the gathers
     dy0 = dY[0].transpose(0, 1).contiguous(); del dY
     dAqk, DV, dAb = dAqk.view(T, H, B, 2 * D), DV.view(T, H, B, D), dAb.view(T, H, B)
@@ -138,15 +172,17 @@ def _rdn_backward(do, dS_T, dy_T, R_q, R_k, R_v, r_b, S_T, saved):
     bthd = lambda a: a.permute(2, 0, 1, 3).contiguous()                                # (T, H, B, ·) -> (B, T, H, ·)
     dxq, dxk, dxv, dxb = bthd(dAqk[..., :D]), bthd(dAqk[..., D:]), bthd(DV), dAb.permute(2, 0, 1).contiguous()
     dS0 = dS.view(H, B, D, D).transpose(0, 1).contiguous()
-    return dxq, dxk, dxv, dxb, dR_qk[..., :D], dR_qk[..., D:], dR_v, dr_b, dS0, dy0
+    dg = None if A is None else dG.view(T, H, B).permute(2, 0, 1).contiguous()
+    return dxq, dxk, dxv, dxb, dR_qk[..., :D], dR_qk[..., D:], dR_v, dr_b, dS0, dy0, dg
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #43b290ed
 class RecurrentDeltaRuleFn(torch.autograd.Function):
-    "RDN with the reversal backward: O(T·D) saved per head instead of the O(T·D²) of autograd."
+    "RDN with the reversal backward: O(T·D) saved per head instead of the O(T·D²) of autograd (with a decay g, also ~2√T states)."
     @staticmethod
-    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0):
+    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0, g=None):
+        A = None if g is None else g.exp().permute(1, 2, 0).reshape(g.shape[1], -1, 1, 1)   # α: (T, H·B, 1, 1)
         with serial_if_small(S0.numel(), S0.device):
-            o, S, y, saved = _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range)
+            o, S, y, saved = _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range, A)
         ctx.save_for_backward(R_q, R_k, R_v, r_b)
         ctx.saved, ctx.S_T = saved, S.clone()                   # buffers private to this op
         H, B = R_q.shape[0], xq.shape[0]
@@ -156,12 +192,13 @@ class RecurrentDeltaRuleFn(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dS_T, dy_T):
         with serial_if_small(ctx.S_T.numel(), ctx.S_T.device):
-            return *_rdn_backward(do, dS_T, dy_T, *ctx.saved_tensors, ctx.S_T, ctx.saved), None
+            *grads, dg = _rdn_backward(do, dS_T, dy_T, *ctx.saved_tensors, ctx.S_T, ctx.saved)
+        return *grads, None, dg
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #a2d3814b
-def recurrent_delta_rule_torch(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0):
+def recurrent_delta_rule_torch(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0, g=None):
     "The fast PyTorch path: same arguments and results as `recurrent_delta_rule_naive`."
-    return RecurrentDeltaRuleFn.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, float(beta_range))
+    return RecurrentDeltaRuleFn.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, float(beta_range), g)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #13faeeed
 def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
@@ -176,8 +213,9 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                          output_final_state:bool=False, # also return (S_T, y_T)
                          impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
                          beta_range:float=1.0, # β = beta_range·σ(·), in (0, 2]: 2 gives the transitions negative eigenvalues
+                         g:Tensor|None=None, # log decays (B, T, H): S_{t-1} is scaled by α_t = exp(g_t) before step t; None: no decay
                         ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and (S_T, y_T) or None
-    "Recurrent Delta Net: softmax q, k, value and σ(β) from x_t + tanh(y_{t-1}) R, delta rule, y_t = S_tᵀ q_t."
+    "Recurrent Delta Net: softmax q, k, value and σ(β) from x_t + tanh(y_{t-1}) R, delta rule (optionally decayed), y_t = S_tᵀ q_t."
     op = "recurrent_delta_rule"
     if isinstance(beta_range, bool) or not isinstance(beta_range, (int, float)) or not 0 < beta_range <= 2:
         raise ValueError(f"{op}: `beta_range` must be a number in (0, 2], got {beta_range!r}")
@@ -191,11 +229,12 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
         S0, y0 = initial_state
         check_shapes({'initial_state[0] (S)': (S0, "B H D D"), 'initial_state[1] (y_prev)': (y0, "B H D")},
                      op=op, **{s: dims[s] for s in "BHD"})
+    if g is not None: check_shapes({'g': (g, "B T H")}, op=op, **{s: dims[s] for s in "BTH"})
     check_dtypes({'xq': xq, 'xk': xk, 'xv': xv, 'xb': xb, 'R_q': R_q, 'R_k': R_k, 'R_v': R_v, 'r_b': r_b,
-                  'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0}, op=op)
+                  'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, xq, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and beta_range != 1:
-        if not auto: raise ValueError(f"{op}: impl='triton' has only beta_range=1 yet; use impl='torch' or 'naive'")
+    if impl == "triton" and (beta_range != 1 or g is not None):
+        if not auto: raise ValueError(f"{op}: impl='triton' has only beta_range=1 and no decay g yet; use impl='torch' or 'naive'")
         impl = "torch"
     if impl == "triton":                                                        # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
@@ -211,5 +250,5 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     if T == 0: return empty_result(xq, (B, 0, H, D), (S0, y0), output_final_state)
     args = [a.to(dt) for a in (xq, xk, xv, xb, R_q, R_k, R_v, r_b)] + [S0, y0]
     fn = recurrent_delta_rule_naive if impl == "naive" else recurrent_delta_rule_torch
-    o, S, y = fn(*args, beta_range)
+    o, S, y = fn(*args, beta_range, None if g is None else g.to(dt))
     return o.to(in_dtype), ((S, y) if output_final_state else None)

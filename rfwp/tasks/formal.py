@@ -139,6 +139,7 @@ VARIANTS = {  # name -> TrainConfig overrides
     "delta-gate": dict(model="delta", gate=True), "delta-gate-neg": dict(model="delta", gate=True, beta_range=2.0),
     "delta_rnn": dict(model="delta_rnn"), "delta_rnn-neg": dict(model="delta_rnn", beta_range=2.0),
     "delta_lstm": dict(model="delta_lstm"), "rdn": dict(model="rdn"), "rdn-neg": dict(model="rdn", beta_range=2.0),
+    "rdn-gate": dict(model="rdn", gate=True),
     "srwm": dict(model="srwm"),
 }
 
