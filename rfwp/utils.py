@@ -15,7 +15,7 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['IMPLS', 'TRITON_MODULES', 'EXTRAS', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
            'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'require',
-           'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small']
+           'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small', 'checkpoint_every']
 
 # %% ../nbs/00_utils.ipynb #b1208dd8
 def rel_err(ref:Tensor, # the reference values
@@ -232,3 +232,8 @@ def serial_if_small(n:int, # fast-weight entries touched per step, B·H·D² (al
     torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(old)
+
+def checkpoint_every(T:int, # steps of the sequence
+                    ) -> int: # C = ⌈√T⌉
+    "Steps between the stored states of a recurrence whose backward replays segments (decayed RDN, gated fused kernel): ⌈√T⌉ balances checkpoints and one segment's states."
+    return math.isqrt(max(T - 1, 0)) + 1

@@ -67,6 +67,41 @@ def test_fused_recurrent_matches_naive(B, T, H, K, V, state, final_grad, block_v
                 x, torch.float32, DEV, final_grad)
     compare(ref, out, DNAMES, TOL)
 
+# ---------------------------------------------------------------- fused recurrent with a decay g
+
+def gated_naive(q, k, v, b, S0, g):
+    return delta_rule_naive(q, k, v, b, S0 if S0 is not None else q.new_zeros(q.shape[0], q.shape[2], q.shape[3], v.shape[-1]), g)
+
+def log_decays(B, T, H, lo=4.0, seed=5):
+    return -lo * torch.rand(B, T, H, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+@pytest.mark.parametrize("B,T,H,K,V,state,final_grad,block_v", [
+    (1, 1, 1, 16, 16, True, True, None),      # a single step (one segment of one step)
+    (1, 37, 2, 12, 20, True, True, 8),        # segments of 7 (the last has 2), three value blocks (last one masked)
+    (2, 20, 1, 20, 12, False, False, None),   # no initial state, no gradient on the final state
+    (1, 16, 1, 60, 36, True, True, 32),       # T = C²: four full segments
+])
+def test_fused_recurrent_gated_matches_naive(B, T, H, K, V, state, final_grad, block_v):
+    x = delta_inputs(B, T, H, K, V) + [log_decays(B, T, H)]
+    x[3] = 2 * x[3] - 0.1                     # β in (0, 2): negative eigenvalues too
+    if not state: x[4] = None
+    ref = grads(gated_naive, x, final_grad=final_grad)
+    out = grads(lambda q, k, v, b, S0, g: td.fused_recurrent_delta_rule(q, k, v, b, S0, True, block_v=block_v, g=g),
+                x, torch.float32, DEV, final_grad)
+    compare(ref, out, DNAMES + ["dg"], TOL)
+
+def test_gated_strong_decay_and_through_the_op():
+    "α down to e^-60, where dividing by α would overflow float32; delta_rule(impl='triton', g=) takes the fused kernel."
+    x = delta_inputs(1, 30, 2, 16, 16) + [log_decays(1, 30, 2, lo=60.0)]
+    ref = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="naive", g=a[5]), x)
+    out = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="triton", g=a[5]), x, torch.float32, DEV)
+    assert all(torch.isfinite(t).all() for t in out)
+    compare(ref, out, DNAMES + ["dg"], TOL)
+    zero = grads(lambda *a: td.fused_recurrent_delta_rule(*a[:5], True, g=a[5]), x[:5] + [torch.zeros(1, 30, 2)], torch.float32, DEV)
+    plain = grads(lambda *a: td.fused_recurrent_delta_rule(*a, True), x[:5], torch.float32, DEV)
+    compare(plain, zero, DNAMES, 1e-6)        # g = 0: the plain kernel's results
+    with pytest.raises(ValueError, match="`g`"): td.fused_recurrent_delta_rule(*[t.float() for t in x[:4]], g=torch.zeros(1, 29, 2))
+
 # ---------------------------------------------------------------- chunked delta rule
 
 @pytest.mark.parametrize("B,T,H,K,V,C,state,final_grad", [

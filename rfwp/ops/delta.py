@@ -117,9 +117,7 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    if impl == "triton" and g is not None:
-        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' (the chunked gated form) or 'naive'")
-        impl = "torch"
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernel is the recurrent one, unmeasured
     if impl == "triton":
         tri = triton_module("triton_delta", op)
         if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"   # "auto" falls back to "torch"
@@ -128,7 +126,7 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     in_dtype, dt = q.dtype, compute_dtype(q)
     S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, dims['V'], dtype=dt)
     if T == 0: return empty_result(q, (B, 0, H, dims['V']), S0, output_final_state)
-    if impl == "triton": return tri.triton_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
+    if impl == "triton": return tri.triton_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size, g=g)
     q, k, v, beta = q.to(dt), k.to(dt), v.to(dt), beta.to(dt)
     if g is not None: g = g.to(dt)
     if impl == "naive": o, S = delta_rule_naive(q, k, v, beta, S0, g)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
-from ..utils import serial_if_small  # the thread policy of every sequential op (importable from here too)
+from ..utils import serial_if_small, checkpoint_every  # the thread policy of every sequential op (importable from here too)
 from .fastnets import delta_unwrite_
 
 # %% auto #0
@@ -59,13 +59,9 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
     return o, S, y                                                              # (B, H, D, D), (B, H, D)
 
 # %% ../../nbs/04_recurrent_slow_nets.ipynb #a1d45408
-def _ckpt_every(T:int) -> int:
-    "Steps between the stored states of a decayed RDN: ⌈√T⌉, so that the checkpoints and one segment's states both hold ~√T."
-    return math.isqrt(max(T - 1, 0)) + 1
-
 def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0, A=None):
     """The forward loop in the (T, H, B, ·) layout (β = r·σ; with decays A (T, H·B, 1, 1), S ← α S first and S kept every
-    `_ckpt_every(T)` steps); returns the outputs, S_T and the per-step vectors for the backward."""
+    `checkpoint_every(T)` steps); returns the outputs, S_T and the per-step vectors for the backward."""
     B, T, H, D = xq.shape; N, E = H * B, 3 * D + 1
     P = xq.new_empty(T, H, B, E)                                                       # X = [xq | xk | xv | xb]
     for i, x in enumerate((xq, xk, xv)): P[..., i*D:(i+1)*D] = x.permute(1, 2, 0, 3)
@@ -77,7 +73,7 @@ def _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, r=1.0, A=None):
     UB, U1 = P.new_empty(T, N, 1, D), P.new_empty(T, N, 1, D)                          # β_t u_t, (1 − β_t / r) u_t
     u = P.new_empty(N, 1, D)                                                           # scratch: u_t
     S = S0.transpose(0, 1).reshape(N, D, D).clone()                                    # (H·B, D, D)
-    C = _ckpt_every(T)
+    C = checkpoint_every(T)
     CK = None if A is None else P.new_empty(-(-T // C), N, D, D)                      # S_0, S_C, S_2C, … (decay only)
     Pf = P.view(T, N, E)
     steps = zip(Y.unbind(0), Hs.unbind(0), P.unbind(0), Pf[..., :2*D].unflatten(-1, (2, D)).unbind(0),
@@ -136,7 +132,7 @@ def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A=None, P=None,
 def _segments_backward(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A, CK):
     "Backward of the decayed RDN, newest segment first: replay the segment's states from its checkpoint, then reverse it."
     T, N, D = QK.shape[0], S.shape[0], S.shape[-1]
-    C = _ckpt_every(T)
+    C = checkpoint_every(T)
     P = S.new_empty(min(C, T), N, D, D)                                                # S_s … S_{e-1} of one segment
     kT, dG, parts = QK[:, :, 1:2].mT, S.new_empty(T, N, 1, 1), []
     for j in reversed(range(CK.shape[0])):

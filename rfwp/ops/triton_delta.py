@@ -11,23 +11,25 @@ import torch
 from torch import Tensor
 import triton
 import triton.language as tl
-from ..utils import check_shapes, check_dtypes
+from ..utils import check_shapes, check_dtypes, checkpoint_every
 
 # %% auto #0
 __all__ = ['NAN_FILL', 'SUPPORTED_DTYPES', 'MAX_HEAD_DIM', 'fused_recurrent_delta_fwd_kernel', 'fused_recurrent_delta_bwd_kernel',
-           'new_buffer', 'interpreting', 'FusedRecurrentDeltaRule', 'chunk_delta_wy_fwd_kernel',
-           'chunk_state_fwd_kernel', 'chunk_output_kernel', 'chunk_bwd_du_local_kernel', 'chunk_state_bwd_kernel',
-           'chunk_bwd_dqk_kernel', 'ChunkDeltaRule', 'ChunkLinearAttention', 'triton_unsupported', 'check_triton',
-           'fused_recurrent_delta_rule', 'chunk_delta_rule', 'chunk_linear_attention', 'triton_delta_rule']
+           'fused_recurrent_gated_delta_bwd_kernel', 'new_buffer', 'interpreting', 'FusedRecurrentDeltaRule',
+           'chunk_delta_wy_fwd_kernel', 'chunk_state_fwd_kernel', 'chunk_output_kernel', 'chunk_bwd_du_local_kernel',
+           'chunk_state_bwd_kernel', 'chunk_bwd_dqk_kernel', 'ChunkDeltaRule', 'ChunkLinearAttention',
+           'triton_unsupported', 'check_triton', 'fused_recurrent_delta_rule', 'chunk_delta_rule',
+           'chunk_linear_attention', 'triton_delta_rule']
 
 # %% ../../nbs/05_triton.ipynb #9797ca6c
 @triton.jit
 def fused_recurrent_delta_fwd_kernel(
     q, k, v, beta, o, vbar, h0, ht,          # (B, T, H, K|V), beta (B, T, H), states (B, H, K, V)
-    T,                                        # sequence length (a runtime value: no recompile per length)
+    g, ck,                                    # with USE_G: log decays (B, T, H); S before every C-th step (B, H, ⌈T/C⌉, K, V)
+    T, C,                                     # sequence length (a runtime value: no recompile per length), checkpoint interval
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, USE_G: tl.constexpr,
 ):
     "One program per (v-block, batch·head): S[:, v-block] stays in registers for the whole sequence."
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
@@ -38,12 +40,17 @@ def fused_recurrent_delta_fwd_kernel(
     row = (i_b * T * H + i_h).to(tl.int64)                 # row (b, t=0, h) of the (B, T, H, ·) layout
     p_q, p_k = q + row * K + o_k, k + row * K + o_k
     p_v, p_o, p_vbar = v + row * V + o_v, o + row * V + o_v, vbar + row * V + o_v
-    p_beta = beta + row
+    p_beta, p_g = beta + row, g + row
     p_S = i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :]
     b_S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
         b_S += tl.load(h0 + p_S, mask=m_kv, other=0.).to(tl.float32)
-    for _ in range(0, T):
+    for t in range(0, T):
+        if USE_G:                                          # decay first: S ← α_t S (kept every C steps for the backward)
+            if t % C == 0:
+                tl.store(ck + (i_bh.to(tl.int64) * tl.cdiv(T, C) + t // C) * K * V + o_k[:, None] * V + o_v[None, :], b_S, mask=m_kv)
+            b_S *= tl.exp(tl.load(p_g).to(tl.float32))
+            p_g += H
         b_q = tl.load(p_q, mask=m_k, other=0.).to(tl.float32)
         b_k = tl.load(p_k, mask=m_k, other=0.).to(tl.float32)
         b_v = tl.load(p_v, mask=m_v, other=0.).to(tl.float32)
@@ -110,6 +117,73 @@ def fused_recurrent_delta_bwd_kernel(
     if USE_INITIAL_STATE:
         tl.store(dh0 + p_S, b_dS.to(dh0.dtype.element_ty), mask=m_kv)
 
+# %% ../../nbs/05_triton.ipynb #frgate02
+@triton.jit
+def fused_recurrent_gated_delta_bwd_kernel(
+    q, k, v, beta, g, vbar, ck, sc, do, dht,  # ck: checkpoints (B, H, ⌈T/C⌉, K, V); sc: scratch (B, H, C, K, V)
+    dq, dk, dv, dbeta, dg, dh0,               # dq, dk: (NV, B, T, H, K), dbeta, dg: (NV, B, T, H) partial sums
+    T, C,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
+):
+    "Segments newest first: replay S_{t-1} from the segment's checkpoint into `sc`, then walk the segment backwards."
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    B = tl.num_programs(1) // H
+    o_k, o_v = tl.arange(0, BK), i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_kv = m_k[:, None] & m_v[None, :]
+    o_S = o_k[:, None] * V + o_v[None, :]                    # one (K, V) matrix, this program's columns
+    NC = tl.cdiv(T, C)
+    p_ck, p_sc = ck + i_bh.to(tl.int64) * NC * K * V, sc + i_bh.to(tl.int64) * C * K * V
+    b_dS = tl.zeros([BK, BV], dtype=tl.float32)              # ∂L/∂S_t
+    if USE_FINAL_STATE_GRADIENT:
+        b_dS += tl.load(dht + i_bh.to(tl.int64) * K * V + o_S, mask=m_kv, other=0.).to(tl.float32)
+    for jj in range(0, NC):
+        s = (NC - 1 - jj) * C
+        e = tl.minimum(s + C, T)
+        b_S = tl.load(p_ck + (NC - 1 - jj) * K * V + o_S, mask=m_kv, other=0.)
+        for t in range(s, e):                                # replay: S_{t-1} of every step of the segment
+            tl.store(p_sc + (t - s) * K * V + o_S, b_S, mask=m_kv)
+            row = (i_b * T * H + t * H + i_h).to(tl.int64)
+            b_k = tl.load(k + row * K + o_k, mask=m_k, other=0.).to(tl.float32)
+            b_v = tl.load(v + row * V + o_v, mask=m_v, other=0.).to(tl.float32)
+            b_vbar = tl.load(vbar + row * V + o_v, mask=m_v, other=0.)
+            b_beta = tl.load(beta + row).to(tl.float32)
+            b_S = b_S * tl.exp(tl.load(g + row).to(tl.float32)) + b_k[:, None] * (b_beta * (b_v - b_vbar))[None, :]
+        tl.debug_barrier()
+        for tt in range(s, e):
+            t = e - 1 - (tt - s)
+            row = (i_b * T * H + t * H + i_h).to(tl.int64)
+            prow = row + (i_v * B * T * H).to(tl.int64)
+            b_q = tl.load(q + row * K + o_k, mask=m_k, other=0.).to(tl.float32)
+            b_k = tl.load(k + row * K + o_k, mask=m_k, other=0.).to(tl.float32)
+            b_v = tl.load(v + row * V + o_v, mask=m_v, other=0.).to(tl.float32)
+            b_vbar = tl.load(vbar + row * V + o_v, mask=m_v, other=0.)
+            b_do = tl.load(do + row * V + o_v, mask=m_v, other=0.).to(tl.float32)
+            b_beta = tl.load(beta + row).to(tl.float32)
+            b_a = tl.exp(tl.load(g + row).to(tl.float32))
+            b_Sd = tl.load(p_sc + (t - s) * K * V + o_S, mask=m_kv, other=0.) * b_a   # α_t S_{t-1}
+            b_r = b_v - b_vbar
+            b_u = b_beta * b_r
+            b_dq = tl.sum((b_Sd + b_k[:, None] * b_u[None, :]) * b_do[None, :], 1)     # o_t = S_tᵀq_t
+            b_dS += b_q[:, None] * b_do[None, :]
+            b_du = tl.sum(b_dS * b_k[:, None], 0)
+            b_dk = tl.sum(b_dS * b_u[None, :], 1)
+            b_dvbar = -b_beta * b_du
+            b_dk += tl.sum(b_Sd * b_dvbar[None, :], 1)
+            b_dS += b_k[:, None] * b_dvbar[None, :]            # now ∂L/∂(α_t S_{t-1})
+            tl.store(dg + prow, tl.sum(tl.sum(b_dS * b_Sd, 1), 0).to(dg.dtype.element_ty))
+            b_dS *= b_a
+            tl.store(dv + row * V + o_v, (b_beta * b_du).to(dv.dtype.element_ty), mask=m_v)
+            tl.store(dbeta + prow, tl.sum(b_du * b_r, 0).to(dbeta.dtype.element_ty))
+            tl.store(dq + prow * K + o_k, b_dq.to(dq.dtype.element_ty), mask=m_k)
+            tl.store(dk + prow * K + o_k, b_dk.to(dk.dtype.element_ty), mask=m_k)
+        tl.debug_barrier()                                   # the next segment's replay overwrites the scratch
+    if USE_INITIAL_STATE:
+        tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_S, b_dS.to(dh0.dtype.element_ty), mask=m_kv)
+
 # %% ../../nbs/05_triton.ipynb #86d5f337
 NAN_FILL = False          # set True (tests do) to fill every kernel output with NaN before the launch
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -132,25 +206,28 @@ def _fr_block_v(V, block_v, bwd):
 
 # %% ../../nbs/05_triton.ipynb #f518cb2a
 class FusedRecurrentDeltaRule(torch.autograd.Function):
-    "Fused recurrent delta rule: state on chip forward, reversal backward."
+    "Fused recurrent delta rule: state on chip forward; reversal backward, or segment replay with a decay `g`."
     @staticmethod
-    def forward(ctx, q, k, v, beta, S0, block_v):
+    def forward(ctx, q, k, v, beta, S0, block_v, g=None):
         B, T, H, K = q.shape; V = v.shape[-1]
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, block_v, False)
         o = new_buffer(B, T, H, V, dtype=q.dtype, device=q.device)
         vbar = new_buffer(B, T, H, V, dtype=torch.float32, device=q.device)            # v̄_t, for the reversal
         ST = new_buffer(B, H, K, V, dtype=torch.float32, device=q.device)
+        C = checkpoint_every(T)
+        g = g.contiguous() if g is not None else None
+        ck = new_buffer(B, H, -(-T // C), K, V, dtype=torch.float32, device=q.device) if g is not None else None
         fused_recurrent_delta_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-            q, k, v, beta, o, vbar, S0 if S0 is not None else ST, ST, T,
-            H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=S0 is not None, num_warps=1)
-        ctx.save_for_backward(q, k, v, beta, vbar, ST, S0)
+            q, k, v, beta, o, vbar, S0 if S0 is not None else ST, ST, g if g is not None else beta, ck if ck is not None else ST,
+            T, C, H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=S0 is not None, USE_G=g is not None, num_warps=1)
+        ctx.save_for_backward(q, k, v, beta, vbar, ST, S0, g, ck)
         ctx.block_v = block_v
         return o, ST
 
     @staticmethod
     def backward(ctx, do, dST):
-        q, k, v, beta, vbar, ST, S0 = ctx.saved_tensors
+        q, k, v, beta, vbar, ST, S0, g, ck = ctx.saved_tensors
         B, T, H, K = q.shape; V = v.shape[-1]
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, ctx.block_v, True)
         NV = triton.cdiv(V, BV)
@@ -158,13 +235,20 @@ class FusedRecurrentDeltaRule(torch.autograd.Function):
         dq, dk = new_buffer(NV, B, T, H, K, dtype=part, device=q.device), new_buffer(NV, B, T, H, K, dtype=part, device=q.device)
         dbeta, dv = new_buffer(NV, B, T, H, dtype=part, device=q.device), new_buffer(B, T, H, V, dtype=q.dtype, device=q.device)
         dS0 = new_buffer(B, H, K, V, dtype=S0.dtype, device=q.device) if S0 is not None else None
-        fused_recurrent_delta_bwd_kernel[(NV, B * H)](
-            q, k, v, beta, vbar, ST, do.contiguous(), dST.contiguous() if dST is not None else ST,
-            dq, dk, dv, dbeta, dS0 if dS0 is not None else ST, T,
-            H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=S0 is not None,
-            USE_FINAL_STATE_GRADIENT=dST is not None, num_warps=2)
-        dq, dk, dbeta = (x[0] if NV == 1 else x.sum(0).to(q.dtype) for x in (dq, dk, dbeta))
-        return dq, dk, dv, dbeta, dS0, None
+        flags = dict(H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=S0 is not None, USE_FINAL_STATE_GRADIENT=dST is not None, num_warps=2)
+        do, dST = do.contiguous(), (dST.contiguous() if dST is not None else ST)
+        if g is None:
+            fused_recurrent_delta_bwd_kernel[(NV, B * H)](
+                q, k, v, beta, vbar, ST, do, dST, dq, dk, dv, dbeta, dS0 if dS0 is not None else ST, T, **flags)
+            dg = None
+        else:
+            C = checkpoint_every(T)
+            sc = torch.empty(B, H, C, K, V, dtype=torch.float32, device=q.device)   # one segment's states, fully written before read
+            dg = new_buffer(NV, B, T, H, dtype=part, device=q.device)
+            fused_recurrent_gated_delta_bwd_kernel[(NV, B * H)](
+                q, k, v, beta, g, vbar, ck, sc, do, dST, dq, dk, dv, dbeta, dg, dS0 if dS0 is not None else ST, T, C, **flags)
+        dq, dk, dbeta, dg = (None if x is None else x[0] if NV == 1 else x.sum(0).to(q.dtype) for x in (dq, dk, dbeta, dg))
+        return dq, dk, dv, dbeta, dS0, None, dg
 
 # %% ../../nbs/05_triton.ipynb #039f9658
 @triton.jit
@@ -525,13 +609,16 @@ def fused_recurrent_delta_rule(q:Tensor, # queries (B, T, H, Dk)
                                initial_state:Tensor|None=None, # S_0 (B, H, Dk, Dv)
                                output_final_state:bool=False, # also return S_T (float32)
                                block_v:int|None=None, # value columns per program (a power of two; None: 8 forward, 32 backward on a GPU)
+                               g:Tensor|None=None, # log decays (B, T, H): S_{t-1} scaled by exp(g_t) before step t; None: no decay
                               ) -> tuple[Tensor, Tensor|None]: # o (B, T, H, Dv), S_T or None
-    "Delta rule, one Triton program per (value block, batch·head) looping over time; reversal backward."
+    "Delta rule, one Triton program per (value block, batch·head) looping over time; reversal backward (segment replay with `g`)."
     op = "fused_recurrent_delta_rule"
-    _check_inputs(op, {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}, initial_state)
+    specs = {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}
+    if g is not None: specs['g'] = (g, "B T H")
+    _check_inputs(op, specs, initial_state)
     check_triton(op, q, v)
     if block_v is not None and (block_v < 1 or block_v & (block_v - 1)): raise ValueError(f"{op}: block_v must be a power of two, got {block_v}")
-    o, S = FusedRecurrentDeltaRule.apply(q, k, v, beta, initial_state, block_v)
+    o, S = FusedRecurrentDeltaRule.apply(q, k, v, beta, initial_state, block_v, g)
     return o, (S if output_final_state else None)
 
 def chunk_delta_rule(q:Tensor, # queries (B, T, H, Dk)
@@ -570,8 +657,10 @@ def triton_delta_rule(q:Tensor, k:Tensor, v:Tensor, beta:Tensor, # as in `delta_
                       output_final_state:bool=False, # also return S_T (float32)
                       chunk_size:int=64, # steps per chunk of the chunked kernels
                       kernel:str|None=None, # "chunk" or "recurrent"; None reads RFWP_TRITON_DELTA_KERNEL (default "chunk")
+                      g:Tensor|None=None, # log decays (B, T, H); only the fused recurrent kernel has them so far
                      ) -> tuple[Tensor, Tensor|None]:
-    "The Triton path of `delta_rule`: the chunked kernels, or the fused recurrent one."
+    "The Triton path of `delta_rule`: the chunked kernels, or the fused recurrent one (always, with a decay `g`)."
+    if g is not None: return fused_recurrent_delta_rule(q, k, v, beta, initial_state, output_final_state, g=g)
     kernel = kernel or os.environ.get("RFWP_TRITON_DELTA_KERNEL", "chunk")
     if kernel == "chunk": return chunk_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
     if kernel == "recurrent": return fused_recurrent_delta_rule(q, k, v, beta, initial_state, output_final_state)
