@@ -89,6 +89,32 @@ def test_rdn_matches_naive(B, T, H, D, state, final_grad):
     out = grads(RDN("triton", state), x, torch.float32, DEV, final_grad)
     compare(ref, out, TOL, RDN_NAMES)
 
+@pytest.mark.parametrize("B,T,H,D,beta_range,decay", [
+    (1, 1, 1, 16, 2.0, True),       # a single step
+    (2, 13, 2, 20, 2.0, True),      # segments of 4, 4, 4, 1; D = 20 padded to 32
+    (1, 9, 1, 12, 1.5, False),      # beta_range alone: the reversal backward
+    (1, 16, 3, 8, 1.0, True),       # T = C²
+])
+def test_rdn_beta_range_and_decay_match_naive(B, T, H, D, beta_range, decay):
+    x = rdn_inputs(B, T, H, D)
+    g = -4 * torch.rand(B, T, H, generator=torch.Generator().manual_seed(2), dtype=torch.float64) if decay else None
+    f = lambda impl: op(recurrent_delta_rule, 8, impl, beta_range=beta_range, g=g)
+    names = RDN_NAMES
+    if decay:                       # g as an input, for its gradient
+        f = lambda impl: (lambda *a: (lambda o, st: (o, *st))(*recurrent_delta_rule(*a[:8], initial_state=tuple(a[8:10]),
+                                       output_final_state=True, impl=impl, beta_range=beta_range, g=a[10])))
+        x, names = x + [g], RDN_NAMES + ["dg"]
+    compare(grads(f("naive"), x), grads(f("triton"), x, torch.float32, DEV), TOL, names)
+
+def test_rdn_strong_decay_stays_finite():
+    "α down to e^-60: undoing a step would divide by it; the replay does not."
+    x = rdn_inputs(1, 20, 2, 8) + [-60 * torch.rand(1, 20, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)]
+    f = lambda impl: (lambda *a: (lambda o, st: (o, *st))(*recurrent_delta_rule(*a[:8], initial_state=tuple(a[8:10]),
+                                   output_final_state=True, impl=impl, g=a[10])))
+    out = grads(f("triton"), x, torch.float32, DEV)
+    assert all(torch.isfinite(t).all() for t in out if t is not None)
+    compare(grads(f("naive"), x), out, TOL, RDN_NAMES + ["dg"])
+
 def test_rdn_function_directly():
     "The autograd Function against the naive loop (float32 state in, (o, S_T, y_T) out)."
     x = rdn_inputs(1, 9, 2, 24)
@@ -138,6 +164,17 @@ def test_delta_lstm_matches_naive(B, T, H, D, state, final_grad):
     x = rnn_inputs(B, T, H, D, G=(3,))
     if not state: x = x[:7]
     compare(grads(LSTM("naive", state), x, final_grad=final_grad), grads(LSTM("triton", state), x, torch.float32, DEV, final_grad), TOL)
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_gated_matches_naive(name):
+    "A decay g on the feedforward S (and beta in (0, 2)): the Triton path runs the fused recurrent gated delta kernel."
+    G = (3,) if name == "lstm" else ()
+    x = rnn_inputs(2, 9, 2, 12, G=G)
+    x[3] = 2 * x[3] - 0.05
+    x.append(-3 * torch.rand(2, 9, 2, *G, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    fn = delta_lstm if name == "lstm" else delta_rnn
+    f = lambda impl: (lambda *a: (lambda o, st: (o, *st))(*fn(*a[:7], initial_state=tuple(a[7:-1]), output_final_state=True, impl=impl, g=a[-1])))
+    compare(grads(f("naive"), x), grads(f("triton"), x, torch.float32, DEV), TOL)
 
 def test_delta_lstm_partial_state():
     "Only (S, R) given: h and c start at zero."

@@ -368,9 +368,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     check_shapes(dict(zip(st, zip(st.values(), ["B H D D", "B H D D", "B H D"]))), op=op, **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None:
-        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' or 'naive'")
-        impl = "torch"
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton delta rule is the recurrent kernel, unmeasured
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
@@ -381,7 +379,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
         return empty_result(q, (B, 0, H, D), [x.to(dt) if x is not None else q.new_zeros(*s, dtype=dt) for x, s in
                                               zip((S0, R0, y0), ((B, H, D, D), (B, H, D, D), (B, H, D)))], output_final_state)
     if impl == "triton":
-        o, S = tri.triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, S0, R0, y0)
+        o, S = tri.triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, S0, R0, y0, g=g)
         return o, (S if output_final_state else None)
     xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
     S0, R0, y0 = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in
@@ -527,9 +525,7 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
                  **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None:
-        if not auto: raise ValueError(f"{op}: impl='triton' has no decay `g` yet; use impl='torch' or 'naive'")
-        impl = "torch"
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton delta rule is the recurrent kernel, unmeasured
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
@@ -541,7 +537,7 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
         return empty_result(q, (B, 0, H, D), [x.to(dt) if x is not None else q.new_zeros(*s, dtype=dt)
                                               for x, s in zip((S0, R0, h0, c0), shapes)], output_final_state)
     if impl == "triton":
-        o, S = tri.triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0)
+        o, S = tri.triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, S0, R0, h0, c0, g=g)
         return o, (S if output_final_state else None)
     xs = _cast([q, k, v, beta, kr, vr, beta_r], dt)
     st = [x.to(dt) if x is not None else xs[0].new_zeros(*s) for x, s in zip((S0, R0, h0, c0), shapes)]

@@ -229,9 +229,7 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     check_dtypes({'xq': xq, 'xk': xk, 'xv': xv, 'xb': xb, 'R_q': R_q, 'R_k': R_k, 'R_v': R_v, 'r_b': r_b,
                   'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, xq, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and (beta_range != 1 or g is not None):
-        if not auto: raise ValueError(f"{op}: impl='triton' has only beta_range=1 and no decay g yet; use impl='torch' or 'naive'")
-        impl = "torch"
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated kernels are tested, not yet timed on a GPU
     if impl == "triton":                                                        # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(xq): impl = "torch"                     # "auto" falls back to "torch"
@@ -239,7 +237,7 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     in_dtype, dt = xq.dtype, compute_dtype(xq)
     B, T, H, D = xq.shape
     if impl == "triton" and T > 0:
-        o, S, y = tri.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0)
+        o, S, y = tri.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range, g)
         return o, ((S, y) if output_final_state else None)
     S0 = xq.new_zeros(B, H, D, D, dtype=dt) if S0 is None else S0.to(dt)
     y0 = xq.new_zeros(B, H, D, dtype=dt) if y0 is None else y0.to(dt)

@@ -11,6 +11,7 @@ from torch import Tensor
 import triton
 import triton.language as tl
 from .triton_delta import new_buffer, interpreting, SUPPORTED_DTYPES
+from ..utils import checkpoint_every
 import rfwp.ops.triton_delta as _td
 
 # %% auto #0
@@ -52,12 +53,21 @@ def _write_bwd(R, G, k, e, beta):
 
 # %% ../../nbs/05c_triton_seq.ipynb #677e0991
 @triton.jit
+def _rdn_qkb(b_h, xq, xk, xb, p_x, p_b, b_Rq, b_Rk, b_rb, r, m_d):
+    "q_t, k_t and β_t = r·σ(·) of one step from h = tanh(y_{t-1}) and the step's inputs."
+    b_q = _softmax(tl.load(xq + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rq, 0), m_d)
+    b_k = _softmax(tl.load(xk + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rk, 0), m_d)
+    b_beta = r * tl.sigmoid(tl.load(xb + p_b).to(tl.float32) + tl.sum(b_h * b_rb, 0))
+    return b_q, b_k, b_beta
+
+@triton.jit
 def rdn_fwd_kernel(
     xq, xk, xv, xb, Rq, Rk, Rv, rb,          # (B, T, H, D) ×3, (B, T, H), (H, D, D) ×3, (H, D)
     S0, y0, o, hs, us, ST, yT,                # S0, ST (B, H, D, D) fp32; y0, yT (B, H, D) fp32; o (B, T, H, D); hs, us fp32
-    T,
+    g, ck,                                    # with USE_G: log decays (B, T, H); S before every C-th step (B, H, ⌈T/C⌉, D, D)
+    T, C, r,                                  # steps, checkpoint interval, β range (β = r·σ)
     H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, USE_G: tl.constexpr,
 ):
     "One program per batch·head: S, R_q, R_k, R_v and r_b on chip for the whole sequence."
     i_bh = tl.program_id(0)
@@ -65,12 +75,13 @@ def rdn_fwd_kernel(
     o_d = tl.arange(0, BD)
     m_d = o_d < D
     m_dd = m_d[:, None] & m_d[None, :]
-    p_W = i_h * D * D + o_d[:, None] * D + o_d[None, :]
+    o_S = o_d[:, None] * D + o_d[None, :]
+    p_W = i_h * D * D + o_S
     b_Rq = tl.load(Rq + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_Rk = tl.load(Rk + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_Rv = tl.load(Rv + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_rb = tl.load(rb + i_h * D + o_d, mask=m_d, other=0.).to(tl.float32)
-    p_S = i_bh.to(tl.int64) * D * D + o_d[:, None] * D + o_d[None, :]
+    p_S = i_bh.to(tl.int64) * D * D + o_S
     p_y = i_bh.to(tl.int64) * D + o_d
     b_S = tl.zeros([BD, BD], dtype=tl.float32)
     b_y = tl.zeros([BD], dtype=tl.float32)
@@ -79,12 +90,14 @@ def rdn_fwd_kernel(
         b_y += tl.load(y0 + p_y, mask=m_d, other=0.)
     row = (i_b * T * H + i_h).to(tl.int64)     # row (b, t=0, h)
     p_x, p_b = row * D + o_d, row
-    for _ in range(0, T):
+    for t in range(0, T):
         b_h = _tanh(b_y)                                                           # h = tanh(y_{t-1})
-        b_q = _softmax(tl.load(xq + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rq, 0), m_d)
-        b_k = _softmax(tl.load(xk + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rk, 0), m_d)
+        b_q, b_k, b_beta = _rdn_qkb(b_h, xq, xk, xb, p_x, p_b, b_Rq, b_Rk, b_rb, r, m_d)
         b_v = tl.load(xv + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rv, 0)
-        b_beta = tl.sigmoid(tl.load(xb + p_b).to(tl.float32) + tl.sum(b_h * b_rb, 0))
+        if USE_G:                                                                  # decay: S ← α S, kept every C steps
+            if t % C == 0:
+                tl.store(ck + (i_bh.to(tl.int64) * tl.cdiv(T, C) + t // C) * D * D + o_S, b_S, mask=m_dd)
+            b_S *= tl.exp(tl.load(g + p_b).to(tl.float32))
         b_S, b_u = _write(b_S, b_k, b_v, b_beta)                                   # S += β k uᵀ
         b_y = tl.sum(b_S * b_q[:, None], 0)                                        # y = Sᵀq
         tl.store(o + p_x, b_y.to(o.dtype.element_ty), mask=m_d)
@@ -96,26 +109,40 @@ def rdn_fwd_kernel(
 
 # %% ../../nbs/05c_triton_seq.ipynb #00c23c87
 @triton.jit
+def _rdn_step_bwd(b_S, b_dS, b_dy, b_h, b_u, b_q, b_k, b_beta, b_Rq, b_Rk, b_Rv, b_rb, r):
+    "One step backwards from S_t and ∂L/∂y_t: the state before the write, its gradient, ∂L/∂y_{t-1} and δa_q, δa_k, δv, δa_β."
+    b_dq = tl.sum(b_S * b_dy[None, :], 1)                                      # y = S_tᵀq
+    b_dS += b_q[:, None] * b_dy[None, :]
+    b_S, b_dS, b_dk, b_dv, b_dbeta = _write_bwd(b_S, b_dS, b_k, b_u, b_beta)
+    b_daq = b_q * (b_dq - tl.sum(b_q * b_dq, 0))                               # softmax backward
+    b_dak = b_k * (b_dk - tl.sum(b_k * b_dk, 0))
+    b_dab = b_dbeta * b_beta * (1. - b_beta / r)                               # β = r·σ(a)
+    b_dh = tl.sum(b_Rq * b_daq[None, :], 1) + tl.sum(b_Rk * b_dak[None, :], 1) + tl.sum(b_Rv * b_dv[None, :], 1) + b_rb * b_dab
+    return b_S, b_dS, b_dh * (1. - b_h * b_h), b_daq, b_dak, b_dv, b_dab
+
+@triton.jit
 def rdn_bwd_kernel(
     xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST,   # inputs, weights and what the forward saved
     do, dST, dyT,                             # upstream gradients (dST, dyT fp32)
     dxq, dxk, dxv, dxb, dRq, dRk, dRv, drb,   # dR_* (B, H, D, D) and drb (B, H, D): fp32 per batch·head
     dS0, dy0,
-    T,
-    H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr,
+    g, ck, sc, dg,                            # with USE_G: log decays, checkpoints, scratch (B, H, C, D, D), δg (B, T, H)
+    T, C, r,
+    H: tl.constexpr, D: tl.constexpr, BD: tl.constexpr, USE_G: tl.constexpr,
 ):
-    "Walk time backwards restoring S_{t-1} from u_t; dR accumulated in registers per batch·head."
+    "Walk time backwards: restore S_{t-1} from u_t, or with a decay replay each segment from its checkpoint; dR in registers."
     i_bh = tl.program_id(0)
     i_b, i_h = i_bh // H, i_bh % H
     o_d = tl.arange(0, BD)
     m_d = o_d < D
     m_dd = m_d[:, None] & m_d[None, :]
-    p_W = i_h * D * D + o_d[:, None] * D + o_d[None, :]
+    o_S = o_d[:, None] * D + o_d[None, :]
+    p_W = i_h * D * D + o_S
     b_Rq = tl.load(Rq + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_Rk = tl.load(Rk + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_Rv = tl.load(Rv + p_W, mask=m_dd, other=0.).to(tl.float32)
     b_rb = tl.load(rb + i_h * D + o_d, mask=m_d, other=0.).to(tl.float32)
-    p_S = i_bh.to(tl.int64) * D * D + o_d[:, None] * D + o_d[None, :]
+    p_S = i_bh.to(tl.int64) * D * D + o_S
     p_y = i_bh.to(tl.int64) * D + o_d
     b_S = tl.load(ST + p_S, mask=m_dd, other=0.)
     b_dS = tl.load(dST + p_S, mask=m_dd, other=0.)
@@ -124,32 +151,49 @@ def rdn_bwd_kernel(
     b_dRk = tl.zeros([BD, BD], dtype=tl.float32)
     b_dRv = tl.zeros([BD, BD], dtype=tl.float32)
     b_drb = tl.zeros([BD], dtype=tl.float32)
-    row = (i_b * T * H + (T - 1) * H + i_h).to(tl.int64)   # the last step
-    p_x, p_b = row * D + o_d, row
-    for _ in range(0, T):
-        b_h = tl.load(hs + p_x, mask=m_d, other=0.)
-        b_u = tl.load(us + p_x, mask=m_d, other=0.)
-        b_q = _softmax(tl.load(xq + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rq, 0), m_d)
-        b_k = _softmax(tl.load(xk + p_x, mask=m_d, other=0.).to(tl.float32) + tl.sum(b_h[:, None] * b_Rk, 0), m_d)
-        b_beta = tl.sigmoid(tl.load(xb + p_b).to(tl.float32) + tl.sum(b_h * b_rb, 0))
-        b_dy += tl.load(do + p_x, mask=m_d, other=0.).to(tl.float32)
-        b_dq = tl.sum(b_S * b_dy[None, :], 1)                                      # y = S_tᵀq
-        b_dS += b_q[:, None] * b_dy[None, :]
-        b_S, b_dS, b_dk, b_dv, b_dbeta = _write_bwd(b_S, b_dS, b_k, b_u, b_beta)
-        b_daq = b_q * (b_dq - tl.sum(b_q * b_dq, 0))                               # softmax backward
-        b_dak = b_k * (b_dk - tl.sum(b_k * b_dk, 0))
-        b_dab = b_dbeta * b_beta * (1. - b_beta)
-        b_dRq += b_h[:, None] * b_daq[None, :]
-        b_dRk += b_h[:, None] * b_dak[None, :]
-        b_dRv += b_h[:, None] * b_dv[None, :]
-        b_drb += b_h * b_dab
-        b_dh = tl.sum(b_Rq * b_daq[None, :], 1) + tl.sum(b_Rk * b_dak[None, :], 1) + tl.sum(b_Rv * b_dv[None, :], 1) + b_rb * b_dab
-        b_dy = b_dh * (1. - b_h * b_h)                                             # ∂L/∂y_{t-1}
-        tl.store(dxq + p_x, b_daq.to(dxq.dtype.element_ty), mask=m_d)
-        tl.store(dxk + p_x, b_dak.to(dxk.dtype.element_ty), mask=m_d)
-        tl.store(dxv + p_x, b_dv.to(dxv.dtype.element_ty), mask=m_d)
-        tl.store(dxb + p_b, b_dab.to(dxb.dtype.element_ty))
-        p_x -= H * D; p_b -= H
+    NC = tl.cdiv(T, C) if USE_G else 1                     # without a decay: one segment, no replay
+    L = C if USE_G else T
+    p_ck, p_sc = ck + i_bh.to(tl.int64) * NC * D * D, sc + i_bh.to(tl.int64) * C * D * D
+    for jj in range(0, NC):
+        s = (NC - 1 - jj) * L
+        e = tl.minimum(s + L, T)
+        if USE_G:                                          # replay S_{t-1} of every step of the segment into the scratch
+            b_P = tl.load(p_ck + (NC - 1 - jj) * D * D + o_S, mask=m_dd, other=0.)
+            for t in range(s, e):
+                tl.store(p_sc + (t - s) * D * D + o_S, b_P, mask=m_dd)
+                row = (i_b * T * H + t * H + i_h).to(tl.int64)
+                b_h = tl.load(hs + row * D + o_d, mask=m_d, other=0.)
+                b_u = tl.load(us + row * D + o_d, mask=m_d, other=0.)
+                _, b_k, b_beta = _rdn_qkb(b_h, xq, xk, xb, row * D + o_d, row, b_Rq, b_Rk, b_rb, r, m_d)
+                b_P = b_P * tl.exp(tl.load(g + row).to(tl.float32)) + b_k[:, None] * (b_beta * b_u)[None, :]
+            tl.debug_barrier()
+        for tt in range(s, e):
+            t = e - 1 - (tt - s)
+            row = (i_b * T * H + t * H + i_h).to(tl.int64)
+            p_x = row * D + o_d
+            b_h = tl.load(hs + p_x, mask=m_d, other=0.)
+            b_u = tl.load(us + p_x, mask=m_d, other=0.)
+            b_q, b_k, b_beta = _rdn_qkb(b_h, xq, xk, xb, p_x, row, b_Rq, b_Rk, b_rb, r, m_d)
+            if USE_G:                                      # S_t from the replayed α S_{t-1}
+                b_a = tl.exp(tl.load(g + row).to(tl.float32))
+                b_Sd = tl.load(p_sc + (t - s) * D * D + o_S, mask=m_dd, other=0.) * b_a
+                b_S = b_Sd + b_k[:, None] * (b_beta * b_u)[None, :]
+            b_dy += tl.load(do + p_x, mask=m_d, other=0.).to(tl.float32)
+            b_S, b_dS, b_dy, b_daq, b_dak, b_dv, b_dab = _rdn_step_bwd(b_S, b_dS, b_dy, b_h, b_u, b_q, b_k, b_beta,
+                                                                       b_Rq, b_Rk, b_Rv, b_rb, r)
+            if USE_G:                                      # δg = ⟨δS', α S_{t-1}⟩, δS_{t-1} = α δS'
+                tl.store(dg + row, tl.sum(tl.sum(b_dS * b_Sd, 1), 0).to(dg.dtype.element_ty))
+                b_dS *= b_a
+            b_dRq += b_h[:, None] * b_daq[None, :]
+            b_dRk += b_h[:, None] * b_dak[None, :]
+            b_dRv += b_h[:, None] * b_dv[None, :]
+            b_drb += b_h * b_dab
+            tl.store(dxq + p_x, b_daq.to(dxq.dtype.element_ty), mask=m_d)
+            tl.store(dxk + p_x, b_dak.to(dxk.dtype.element_ty), mask=m_d)
+            tl.store(dxv + p_x, b_dv.to(dxv.dtype.element_ty), mask=m_d)
+            tl.store(dxb + row, b_dab.to(dxb.dtype.element_ty))
+        if USE_G:
+            tl.debug_barrier()                             # the next segment's replay overwrites the scratch
     tl.store(dRq + p_S, b_dRq, mask=m_dd)
     tl.store(dRk + p_S, b_dRk, mask=m_dd)
     tl.store(dRv + p_S, b_dRv, mask=m_dd)
@@ -163,28 +207,31 @@ def _bd(D): return max(16, triton.next_power_of_2(D))
 def _warps(BD): return 1 if BD <= 16 else (2 if BD <= 32 else (4 if BD <= 64 else 8))
 
 class RecurrentDeltaRuleTriton(torch.autograd.Function):
-    "RDN with fused recurrent Triton kernels: state on chip forward, reversal backward."
+    "RDN with fused recurrent Triton kernels: state on chip forward; reversal backward, or segment replay with a decay g."
     @staticmethod
-    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0):
+    def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0, g=None):
         B, T, H, D = xq.shape
         xq, xk, xv, xb = xq.contiguous(), xk.contiguous(), xv.contiguous(), xb.contiguous()
         W = [w.contiguous() for w in (R_q, R_k, R_v, r_b)]
-        dev, BD = xq.device, _bd(D)
+        dev, BD, C = xq.device, _bd(D), checkpoint_every(T)
         o = new_buffer(B, T, H, D, dtype=xq.dtype, device=dev)
         hs, us = new_buffer(B, T, H, D, dtype=torch.float32, device=dev), new_buffer(B, T, H, D, dtype=torch.float32, device=dev)
         ST, yT = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
+        g = None if g is None else g.contiguous()
+        ck = None if g is None else new_buffer(B, H, -(-T // C), D, D, dtype=torch.float32, device=dev)
         use0 = S0 is not None
-        rdn_fwd_kernel[(B * H,)](xq, xk, xv, xb, *W, S0 if use0 else ST, y0 if use0 else yT, o, hs, us, ST, yT, T,
-                                 H=H, D=D, BD=BD, USE_INITIAL_STATE=use0, num_warps=_warps(BD))
-        ctx.save_for_backward(xq, xk, xb, *W, hs, us, ST)
-        ctx.has0 = use0
+        rdn_fwd_kernel[(B * H,)](xq, xk, xv, xb, *W, S0 if use0 else ST, y0 if use0 else yT, o, hs, us, ST, yT,
+                                 xb if g is None else g, ST if ck is None else ck, T, C, float(beta_range),
+                                 H=H, D=D, BD=BD, USE_INITIAL_STATE=use0, USE_G=g is not None, num_warps=_warps(BD))
+        ctx.save_for_backward(xq, xk, xb, *W, hs, us, ST, g, ck)
+        ctx.has0, ctx.r = use0, float(beta_range)
         return o, ST, yT
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dST, dyT):
-        xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST = ctx.saved_tensors
-        B, T, H, D = xq.shape; dev, BD = xq.device, _bd(D)
+        xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST, g, ck = ctx.saved_tensors
+        B, T, H, D = xq.shape; dev, BD, C = xq.device, _bd(D), checkpoint_every(T)
         do = torch.zeros_like(xq) if do is None else do.contiguous()
         dST = torch.zeros_like(ST) if dST is None else dST.float().contiguous()
         dyT = ST.new_zeros(B, H, D) if dyT is None else dyT.float().contiguous()
@@ -192,10 +239,14 @@ class RecurrentDeltaRuleTriton(torch.autograd.Function):
         dxb = new_buffer(B, T, H, dtype=xb.dtype, device=dev)
         dW, drb = new_buffer(3, B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
         dS0, dy0 = new_buffer(B, H, D, D, dtype=torch.float32, device=dev), new_buffer(B, H, D, dtype=torch.float32, device=dev)
+        sc = None if g is None else torch.empty(B, H, C, D, D, dtype=torch.float32, device=dev)   # written before read
+        dg = None if g is None else new_buffer(B, T, H, dtype=g.dtype, device=dev)
         rdn_bwd_kernel[(B * H,)](xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST, do, dST, dyT,
-                                 dxq, dxk, dxv, dxb, dW[0], dW[1], dW[2], drb, dS0, dy0, T, H=H, D=D, BD=BD, num_warps=_warps(BD))
+                                 dxq, dxk, dxv, dxb, dW[0], dW[1], dW[2], drb, dS0, dy0,
+                                 xb if g is None else g, ST if ck is None else ck, ST if sc is None else sc, dxb if dg is None else dg,
+                                 T, C, ctx.r, H=H, D=D, BD=BD, USE_G=g is not None, num_warps=_warps(BD))
         dW, drb = dW.sum(1).to(Rq.dtype), drb.sum(0).to(rb.dtype)
-        return (dxq, dxk, dxv, dxb, dW[0], dW[1], dW[2], drb) + ((dS0, dy0) if ctx.has0 else (None, None))
+        return (dxq, dxk, dxv, dxb, dW[0], dW[1], dW[2], drb) + ((dS0, dy0) if ctx.has0 else (None, None)) + (None, dg)
 
 # %% ../../nbs/05c_triton_seq.ipynb #9eab6cd4
 @triton.jit
@@ -494,6 +545,8 @@ def triton_recurrent_delta_rule(xq:Tensor, xk:Tensor, xv:Tensor, xb:Tensor, # as
                                 R_q:Tensor, R_k:Tensor, R_v:Tensor, r_b:Tensor, # slow recurrent weights
                                 S0:Tensor|None=None, # initial fast weights (B, H, D, D), any float dtype
                                 y0:Tensor|None=None, # initial previous output (B, H, D)
+                                beta_range:float=1.0, # β = beta_range·σ(·)
+                                g:Tensor|None=None, # log decays (B, T, H) of S, or None
                                ) -> tuple[Tensor, Tensor, Tensor]: # o (B, T, H, D) in the input dtype, S_T and y_T in float32
     "The Triton path of `recurrent_delta_rule` (inputs already validated by the op)."
     check_seq("recurrent_delta_rule", xq)
@@ -501,16 +554,17 @@ def triton_recurrent_delta_rule(xq:Tensor, xk:Tensor, xv:Tensor, xb:Tensor, # as
     if (S0 is None) != (y0 is None):   # the kernel takes both parts or neither
         S0 = xq.new_zeros(B, H, D, D, dtype=torch.float32) if S0 is None else S0
         y0 = xq.new_zeros(B, H, D, dtype=torch.float32) if y0 is None else y0
-    return RecurrentDeltaRuleTriton.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, _f32(S0), _f32(y0))
+    return RecurrentDeltaRuleTriton.apply(xq, xk, xv, xb, R_q, R_k, R_v, r_b, _f32(S0), _f32(y0), beta_range, g)
 
 def triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, # as in `delta_rnn`
                      S0=None, R0=None, y0=None, # initial state parts, any float dtype, or None
                      chunk_size:int=64, # chunk size of the feedforward Delta Net
+                     g:Tensor|None=None, # log decays (B, T, H) of S: the feedforward part then runs the fused recurrent gated kernel
                     ) -> tuple[Tensor, tuple]: # o in the input dtype, (S, R, y) in float32
-    "The Triton path of `delta_rnn`: the chunked Triton delta rule for z, then the fused read-out kernel."
+    "The Triton path of `delta_rnn`: the Triton delta rule for z (chunked; fused recurrent with `g`), then the fused read-out kernel."
     check_seq("delta_rnn", q)
     B, T, H, D = q.shape
-    z, S = _td.triton_delta_rule(q, k, v, beta, _f32(S0), True, chunk_size)   # takes a float32 S0 with half inputs
+    z, S = _td.triton_delta_rule(q, k, v, beta, _f32(S0), True, chunk_size, g=g)   # takes a float32 S0 with half inputs
     if (R0 is None) != (y0 is None):
         R0 = q.new_zeros(B, H, D, D, dtype=torch.float32) if R0 is None else R0
         y0 = q.new_zeros(B, H, D, dtype=torch.float32) if y0 is None else y0
@@ -520,13 +574,15 @@ def triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, # as in `delta_rnn`
 def triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, # as in `delta_lstm`, gates in dim 3
                       S0=None, R0=None, h0=None, c0=None, # initial state parts, any float dtype, or None
                       chunk_size:int=64, # chunk size of the feedforward Delta Nets
+                      g:Tensor|None=None, # log decays (B, T, H, 3) of the three S: fused recurrent gated kernel for them
                      ) -> tuple[Tensor, tuple]: # o in the input dtype, (S, R, h, c) in float32
     "The Triton path of `delta_lstm`: the three Delta Nets as one chunked Triton delta rule over 3H heads, then the gated read-out kernel."
     check_seq("delta_lstm", q)
     B, T, H, _, D = q.shape
     heads = lambda x: x.reshape(B, T, 3 * H, *x.shape[4:])             # gates as extra heads
     z, S = _td.triton_delta_rule(heads(q), heads(k), heads(v), heads(beta),
-                                 None if S0 is None else S0.float().reshape(B, 3 * H, D, D), True, chunk_size)
+                                 None if S0 is None else S0.float().reshape(B, 3 * H, D, D), True, chunk_size,
+                                 g=None if g is None else heads(g))
     if R0 is not None or h0 is not None or c0 is not None:
         R0 = q.new_zeros(B, H, 3, D, D) if R0 is None else R0
         h0 = q.new_zeros(B, H, D) if h0 is None else h0
