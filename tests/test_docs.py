@@ -116,6 +116,36 @@ def test_readme_commands_and_links():
         if u.scheme or href.startswith("#"): continue
         assert (ROOT/u.path).exists(), f"README.md links to {href}, which does not exist"
 
+def _prose(page):
+    "The visible text of a page outside code, math and scripts (what a reader sees as words)."
+    import html
+    s = (SITE/page).read_text()
+    s = re.sub(r"<(script|style|pre|code|textarea)[^>]*>.*?</\1>", " ", s, flags=re.S)
+    s = re.sub(r'<(span|div) class="math[^"]*">.*?</\1>', " ", s, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", s))
+
+def test_no_raw_tex_in_prose():
+    "A `$` or a TeX command left in the words of a page means MyST did not parse the maths (e.g. `$$` glued to a line)."
+    site_required()
+    bad = []
+    for page in pages():
+        if page.startswith("_") or page in ("search.html", "genindex.html"): continue
+        for m in re.finditer(r"\$|\\[a-zA-Z]{2,}", text := _prose(page)):
+            bad.append(f"{page}: ...{' '.join(text[max(0, m.start() - 50):m.start() + 30].split())}...")
+    assert not bad, f"{len(bad)} raw TeX fragments in rendered prose:\n" + "\n".join(bad[:20])
+
+def test_source_links_open_the_package():
+    "Source links open the module's line, never an `<ipython-input-...>` pseudo-file; no icon points at the generated nbs/api/."
+    site_required()
+    bad = [f"{page}: {h}" for page in pages() for h in parsed(page).links
+           if "ipython-input" in urllib.parse.unquote(h) or "/nbs/api/" in h]
+    assert not bad, f"{len(bad)} links into <ipython-input> or the generated nbs/api/:\n" + "\n".join(bad[:10])
+    src = [h for page in pages() for h in parsed(page).links if "/blob/main/rfwp/" in h]
+    assert len(src) > 100, f"only {len(src)} source links into the package"
+    for h in src:
+        path = urllib.parse.urlsplit(h).path.split("/blob/main/", 1)[1]
+        assert (ROOT/path).is_file(), f"source link to a missing file: {h}"
+
 # ------------------------------------------------------------------ the browser
 def _chromium():
     for name in ("chromium", "chromium-browser", "google-chrome"):
@@ -189,11 +219,17 @@ class Browser:
             elif m == "Network.responseReceived" and p["response"]["status"] >= 400: errs.append(f"HTTP {p['response']['status']}: {p['response']['url']}")
         return errs
 
-    def screenshot(self, path):
+    def viewport(self, width=None):
+        "Lay pages out `width` CSS pixels wide (a phone when < 500); None: back to the window's 1280."
+        if width is None: self.call("Emulation.clearDeviceMetricsOverride"); return
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=width < 500)
+
+    def screenshot(self, path, width=1280):
+        self.viewport(width)
         h = self.eval("Math.min(document.documentElement.scrollHeight, 4000)")
-        self.call("Emulation.setDeviceMetricsOverride", width=1280, height=int(h), deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=int(h), deviceScaleFactor=1, mobile=width < 500)
         data = self.call("Page.captureScreenshot", format="png")["data"]
-        self.call("Emulation.clearDeviceMetricsOverride")
+        self.viewport(None)
         path.parent.mkdir(parents=True, exist_ok=True); path.write_bytes(base64.b64decode(data))
 
     def close(self):
@@ -263,3 +299,40 @@ def test_search_works_offline(browser):
         hits = browser.eval("[...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'))")
         time.sleep(0.3)
     assert any(h.startswith("04_recurrent_slow_nets.html") for h in hits), f"search for 'recurrent delta' found {hits[:5]}"
+
+OVERFLOW_JS = """(() => {
+  const cut = e => e.scrollWidth > e.clientWidth + 1;
+  const pres = [...document.querySelectorAll('article pre')];
+  const wide = [...document.querySelectorAll('article table')].filter(t => t.getBoundingClientRect().width > document.querySelector('article').clientWidth + 1);
+  const cue = t => { const w = t.closest('.table-wrapper'); return !!w && getComputedStyle(w).overflowX === 'auto' && getComputedStyle(w).backgroundImage.includes('gradient'); };
+  return {code: pres.length, cut: pres.filter(cut).length, wide: wide.length, uncued: wide.filter(t => !cue(t)).length,
+          page: document.documentElement.scrollWidth > window.innerWidth + 1};
+})()"""
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_code_is_readable_without_scrolling_sideways(browser, width):
+    "No code block hides its right end at a laptop's 1400 px or a phone's 390 px; a wide table scrolls in its own box."
+    problems, counts = [], {}
+    browser.viewport(width)
+    try:
+        for page in pages():
+            if page.startswith("api/") and width < 500: continue
+            browser.open(browser.base + page)
+            info = browser.eval(OVERFLOW_JS)
+            counts[page] = info
+            if info["cut"]: problems.append(f"{page}: {info['cut']} of {info['code']} code blocks overflow at {width} px")
+            if info["uncued"]: problems.append(f"{page}: {info['uncued']} wide tables without a scrolling box and its shadow cue")
+            if info["page"]: problems.append(f"{page}: the page itself scrolls sideways at {width} px")
+    finally: browser.viewport(None)
+    assert sum(c["code"] for c in counts.values()) > 100
+    assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:30])
+
+def test_screenshots_at_laptop_and_phone_width(browser):
+    "The pages readers see first, at 1400 px and 390 px, as test artifacts."
+    for page in ("index.html", "02_delta_rule.html", "04_recurrent_slow_nets.html"):
+        for w in (1400, 390):
+            browser.viewport(w)
+            assert not browser.open(browser.base + page)
+            out = ARTIFACTS/f"{page.removesuffix('.html')}-{w}.png"
+            browser.screenshot(out, width=w)
+            assert out.stat().st_size > 20_000, f"{out.name} looks empty"

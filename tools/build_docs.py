@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS, DOCS, BUILD = ROOT/"nbs", ROOT/"docs", ROOT/"build"/"docs"
-EXEC_VERSION = 5  # bump when exec_one changes what it stores, so --reuse re-executes
+EXEC_VERSION = 6  # bump when exec_one changes what it stores, so --reuse re-executes
 SITE_URL = "https://rfwp.github.io/rfwp/"  # nbdev's doc_host + doc_baseurl: its symbol links start with it
 
 # ---------------------------------------------------------------- notebooks and their order
@@ -69,6 +69,9 @@ def exec_one(src, dst):
     for i, c in enumerate(nb.cells):
         if not c.get("id"): c["id"] = f"showdoc-{i}"
     skip = _skip_cell(nb, flags, [])
+    global NB_MODULE
+    exp = [m[1] for c in nb.cells if c.cell_type == "code" and (m := re.search(r"^#\|\s*default_exp\s+(\S+)", c.source, re.M))]
+    NB_MODULE = f"{cfg.lib_name}.{exp[0]}" if exp else None
     sys.path.insert(0, str(cfg.config_path))
     install_renderer()
     k = CaptureShell(src, profile=bool(cfg.exec_profile))
@@ -112,15 +115,25 @@ def execute_all(nbs, out, workers, reuse=False):
 # ---------------------------------------------------------------- 2. nbdev processing, then Quarto options -> MyST-NB
 def _anchor(name): return name.lower()  # nbdev's _modidx anchors: lower-case qualified name
 
+NB_MODULE = None  # the module the executing notebook exports to (its default_exp): where its cells' definitions live
+
 def source_link(sym):
-    "Link to the definition of `sym` in the repository (nbdev's lookup goes by name, which two modules can share)."
-    import inspect
+    """Link to the definition of `sym` in the repository's package (nbdev's lookup goes by name, which two modules
+    can share). A symbol defined by a notebook cell has no file (`<ipython-input-...>`): link to its exported copy."""
+    import importlib, inspect
     from rfwp._modidx import d
+    def where(s):
+        s = inspect.unwrap(s)
+        return Path(inspect.getsourcefile(s)).resolve(), inspect.getsourcelines(s)[1]
     try:
-        f = Path(inspect.getsourcefile(inspect.unwrap(sym))).resolve()
-        line = inspect.getsourcelines(inspect.unwrap(sym))[1]
+        f, line = where(sym)
+        if not f.is_file() and NB_MODULE:
+            obj = importlib.import_module(NB_MODULE)
+            for part in sym.__qualname__.split("."): obj = getattr(obj, part)
+            f, line = where(obj)
         rel = f.relative_to(ROOT).as_posix()
-    except (TypeError, OSError, ValueError): return None
+    except (TypeError, OSError, ValueError, AttributeError, ImportError): return None
+    if not f.is_file(): return None
     return f"{d['settings']['git_url']}/blob/{d['settings']['branch']}/{rel}#L{line}"
 
 def _md_text(s):
@@ -364,10 +377,21 @@ div.cell.tag_rfwp-exported div.cell_input::before {
   color: var(--color-foreground-muted); padding: 0.2em 0.6em; }
 div.cell_output img { max-width: 100%; height: auto; }
 div.cell_output table.docutils { margin-left: 0; }
-/* wider text column where furo leaves room for it (its sidebar is calc(50% - 26em) or calc(50% - 18.5em)) */
+/* wider text column where furo leaves room for it (its sidebar is calc(50% - 26em) or calc(50% - 18.5em),
+   the table of contents 15em from 82em up: 50vw + 11em is what is left between 82em and 90em) */
 @media (min-width: 72em) and (max-width: 82em) { .content { width: 54em; } }
+@media (min-width: 82em) and (max-width: 90em) { .content { width: calc(50vw + 10.5em); } }
 @media (min-width: 90em) { .content { width: 54em; } }
 .rfwp-home-figure img { max-width: 100%; }
+/* code wraps rather than hiding its right end: long lines continue on the next line, marked by the indent */
+article div.highlight pre, article div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+/* wide tables scroll in their own box; a shadow on a side shows that more is there (scroll shadows) */
+.table-wrapper { overflow-x: auto;
+  background: linear-gradient(to right, var(--color-background-primary) 30%, transparent) left center / 2.5em 100% no-repeat local,
+              linear-gradient(to left, var(--color-background-primary) 30%, transparent) right center / 2.5em 100% no-repeat local,
+              radial-gradient(farthest-side at 0 50%, rgba(0,0,0,.25), transparent) left center / .9em 100% no-repeat scroll,
+              radial-gradient(farthest-side at 100% 50%, rgba(0,0,0,.25), transparent) right center / .9em 100% no-repeat scroll; }
+.table-wrapper table { background: transparent; }
 '''
 
 def _mathjax():
@@ -404,12 +428,27 @@ def sphinx(src_dir, out):
     sys.stderr.write(r.stderr)
     if r.returncode: sys.exit("sphinx-build failed")
     for d in (".doctrees", "_sources"): shutil.rmtree(html/d, ignore_errors=True)  # build cache; sources not copied
+    _api_page_icons(html)
     (html/".buildinfo").unlink(missing_ok=True)
     (html/".nojekyll").write_text("")
     (html/"_manifest.json").write_text(json.dumps(manifest(), indent=1, sort_keys=True) + "\n")
     if out.exists(): shutil.rmtree(out)
     shutil.copytree(html, out)
     return r.stderr
+
+def _api_page_icons(html):
+    "furo's view/edit icons of an API page point at nbs/api/<module>.md, which is generated: point them at the module's file."
+    repo = "https://github.com/rfwp/rfwp/"
+    for page in (html/"api").glob("rfwp*.html"):
+        mod = page.stem
+        path = mod.replace(".", "/") + ".py"
+        if not (ROOT/path).exists(): path = mod.replace(".", "/") + "/__init__.py"
+        text = re.sub(rf'{re.escape(repo)}(blob|edit)/main/nbs/api/{re.escape(mod)}\.md(\?plain=true)?', rf'{repo}\1/main/{path}',
+                      page.read_text())
+        page.write_text(text)
+    index = html/"api"/"index.html"   # the reference's own index: no source of its own
+    index.write_text(re.sub(r'<div class="content-icon-container">.*?</div>\s*(?=<div class="theme-toggle-container)',
+                            '<div class="content-icon-container">', index.read_text(), count=1, flags=re.S))
 
 # ---------------------------------------------------------------- main
 def build(out, workers=2, reuse=False):
