@@ -49,6 +49,10 @@ def test_every_notebook_has_a_page_and_is_in_the_navigation():
         assert f"{stem}.html" in pages(), f"no page for nbs/{stem}.ipynb"
         if stem != "index": assert f"{stem}.html" in nav, f"{stem} missing from the navigation of the home page"
     assert "api/index.html" in nav
+    sidebar = re.findall(r'<a class="reference internal" href="(\d\w*)\.html">([^<]*)</a>', (SITE/"index.html").read_text())
+    for stem, label in sidebar:   # the sidebar numbers the notebooks as the README does
+        assert label.startswith(stem.split("_")[0] + " "), f"sidebar entry {label!r} of {stem} lacks its number"
+    assert len(sidebar) >= len(notebook_stems()) - 1, f"only {len(sidebar)} numbered sidebar entries"
     # every course page links to the next one (the prev/next footer)
     course = [s for s in notebook_stems() if s != "index"]
     for a, b in zip(course, course[1:]):
@@ -288,6 +292,7 @@ def test_math_typesets_and_screenshots(browser):
     assert "nbdev-test --n-workers 2 && python -m pytest -q tests" in home["text"], "the home page does not show the test command"
     assert any("measured" in t and "command" in t for t in home["tables"]), "the home page has no results table"
     assert home["pics"] >= 1, "the home page shows no picture"
+    assert browser.eval("document.querySelectorAll('button.copybtn').length") >= 3, "no copy buttons on the home page's code"
     browser.screenshot(ARTIFACTS/"home.png")
     for f in ("home.png", "tutorial.png"): assert (ARTIFACTS/f).stat().st_size > 20_000, f"{f} looks empty"
 
@@ -336,3 +341,11 @@ def test_screenshots_at_laptop_and_phone_width(browser):
             out = ARTIFACTS/f"{page.removesuffix('.html')}-{w}.png"
             browser.screenshot(out, width=w)
             assert out.stat().st_size > 20_000, f"{out.name} looks empty"
+
+def test_api_pages_read_well():
+    "Autograd Functions show how to call them (`Fn.apply(...)`, not `*args, **kwargs`); types say None, not NoneType."
+    site_required()
+    rdn = (SITE/"api"/"rfwp.ops.rdn.html").read_text()
+    assert "RecurrentDeltaRuleFn.apply(" in re.sub(r"<[^>]+>", "", rdn), "the autograd Function's signature is not its apply call"
+    for page in pages():
+        if page.startswith("api/"): assert "NoneType" not in _prose(page), f"{page} says NoneType"

@@ -54,6 +54,7 @@ class DeltaRuleChunked(torch.autograd.Function):
     "Chunkwise-parallel delta rule (WY/UT form) with a hand-written backward."
     @staticmethod
     def forward(ctx, q, k, v, beta, S0, C):
+        "Chunked WY/UT forward: the outputs and S_T; saves the chunk-local matrices and the state before every chunk."
         T = q.shape[1]
         Q, K, V, b = to_chunks(q, C), to_chunks(k, C), to_chunks(v, C), to_chunks(beta, C)  # (N, B, H, C, ·)
         W, Ut, Linv, Y = _wy(K, V, b)
@@ -66,6 +67,7 @@ class DeltaRuleChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dO, dSf):
+        "Hand-written backward through the chunks, newest first: the gradients of q, k, v, β and S_0."
         Q, K, V, b, Linv, Y, U, Sb, P = ctx.saved_tensors
         T, C, Dk = ctx.T, Q.shape[3], Q.shape[-1]
         W, Sb = Y[..., :Dk], Sb[:-1]

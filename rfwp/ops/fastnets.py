@@ -294,6 +294,7 @@ class DeltaRNNRecurrence(torch.autograd.Function):
     "Recurrent read-out of the Delta RNN with an O(T·D) reversal backward; heads flattened, time first."
     @staticmethod
     def forward(ctx, z, kr, vr, beta_r, R0, y0):
+        "The recurrent read-out y_t = z_t + R_tᵀ softmax(y_{t-1}) without autograd; saves the write errors, the outputs and R_T."
         # z, kr, vr: (T, N, D); beta_r: (T, N); R0: (N, D, D); y0: (N, D)
         T, N, D = z.shape
         z_, kr_, vr_ = z.unsqueeze(2), kr.unsqueeze(2), vr.unsqueeze(2)  # (T, N, 1, D) row vectors
@@ -311,6 +312,7 @@ class DeltaRNNRecurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy_out, gR):
+        "Reversal backward, newest step first, restoring R_{t-1} from e_t: the gradients of z, k^r, v^r, β^r, R_0 and y_0."
         kr, beta_r, e, y, R_T = ctx.saved_tensors
         T, N, _, D = e.shape
         s = torch.softmax(y[:-1], -1)                                   # (T, N, 1, D): s_t = softmax(y_{t-1})
@@ -434,6 +436,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
     "Recurrent read-out and coupled cell of the Delta LSTM with an O(T·D) reversal backward."
     @staticmethod
     def forward(ctx, z, kr, vr, beta_r, R0, h0, c0):
+        "The gated read-out of the three recurrent fast matrices without autograd; saves the write errors, gates, h, c and R_T."
         # z, kr, vr: (T, 3, N, D) gates (i, u, o); beta_r: (T, 3, N); R0: (3, N, D, D); h0, c0: (N, D)
         T, _, N, D = z.shape
         z_, kr_, vr_ = (x.reshape(T, 3 * N, 1, D) for x in (z, kr, vr))  # row vectors, gate-major batch
@@ -456,6 +459,7 @@ class DeltaLSTMRecurrence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gh_out, gR, gc):
+        "Reversal backward, newest step first, restoring each R_{g,t-1} from its write error: the gradients of every input and initial state."
         kr, beta_r, e, a, h, c, R_T = ctx.saved_tensors
         T, N3, _, D = e.shape; N = N3 // 3
         K, o, Bo = _lstm_coeffs(a.view(T, 3, N, D), c)

@@ -91,6 +91,7 @@ class LinearAttentionChunked(torch.autograd.Function):
     "Chunked sum-rule linear attention with a backward that recomputes the chunk states."
     @staticmethod
     def forward(ctx, q, k, v, S0, C):
+        "Chunked sum rule: the outputs and S_T; saves the inputs and S_0."
         T = q.shape[1]
         Q, K, V = to_chunks(q, C), to_chunks(k, C), to_chunks(v, C)     # (N, B, H, C, K|V)
         KV = K.transpose(-1, -2) @ V                                    # (N, B, H, K, V)
@@ -102,6 +103,7 @@ class LinearAttentionChunked(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dO, dSf):
+        "The gradients of q, k, v and S_0, recomputing the state before every chunk."
         Q, K, V, S0 = ctx.saved_tensors
         T, C = ctx.T, Q.shape[3]
         dO = to_chunks(dO, C)                                           # (N, B, H, C, V)

@@ -176,6 +176,7 @@ class RecurrentDeltaRuleFn(torch.autograd.Function):
     "RDN with the reversal backward: O(T·D) saved per head instead of the O(T·D²) of autograd (with a decay g, also ~2√T states)."
     @staticmethod
     def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0, g=None):
+        "The RDN loop (β = beta_range·σ, an optional decay g); saves O(D) per step, and with g the state every ⌈√T⌉ steps."
         A = None if g is None else g.exp().permute(1, 2, 0).reshape(g.shape[1], -1, 1, 1)   # α: (T, H·B, 1, 1)
         with serial_if_small(S0.numel(), S0.device):
             o, S, y, saved = _rdn_forward(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range, A)
@@ -187,6 +188,7 @@ class RecurrentDeltaRuleFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dS_T, dy_T):
+        "Reversal backward (with g: segment replay from the checkpoints): the gradients of the ten tensors and of g."
         with serial_if_small(ctx.S_T.numel(), ctx.S_T.device):
             *grads, dg = _rdn_backward(do, dS_T, dy_T, *ctx.saved_tensors, ctx.S_T, ctx.saved)
         return *grads, None, dg

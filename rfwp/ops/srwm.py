@@ -114,6 +114,7 @@ class SRWMFn(torch.autograd.Function):
     "Self-referential weight matrix with the reversal backward: O(T·(D + E)) saved per head instead of O(T·D·E)."
     @staticmethod
     def forward(ctx, x, W, dW0):
+        "The self-referential loop; saves O(D) per step and the final W."
         B, H = x.shape[0], W.shape[0]
         with serial_if_small(B * H * W.shape[1] * W.shape[2], x.device):
             y, M, saved = _srwm_forward(x, W, dW0)
@@ -124,6 +125,7 @@ class SRWMFn(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy, ddW_T):
+        "Reversal backward restoring W_{t-1} from the stored write: the gradients of x, W and dW0."
         W, = ctx.saved_tensors
         with serial_if_small(ctx.M_T.numel(), ctx.M_T.device):
             return _srwm_backward(dy, ddW_T, W, ctx.M_T, ctx.saved)

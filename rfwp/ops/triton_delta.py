@@ -209,6 +209,7 @@ class FusedRecurrentDeltaRule(torch.autograd.Function):
     "Fused recurrent delta rule: state on chip forward; reversal backward, or segment replay with a decay `g`."
     @staticmethod
     def forward(ctx, q, k, v, beta, S0, block_v, g=None):
+        "Launch the fused forward kernel (the state stays on chip); saves v̄_t and S_T, and with g the state every ⌈√T⌉ steps."
         B, T, H, K = q.shape; V = v.shape[-1]
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, block_v, False)
@@ -227,6 +228,7 @@ class FusedRecurrentDeltaRule(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dST):
+        "Launch the reversal backward kernel (with g the segment-replay one) and sum its per-value-block partial gradients."
         q, k, v, beta, vbar, ST, S0, g, ck = ctx.saved_tensors
         B, T, H, K = q.shape; V = v.shape[-1]
         BK, BV = triton.next_power_of_2(K), _fr_block_v(V, ctx.block_v, True)
@@ -533,6 +535,7 @@ class ChunkDeltaRule(torch.autograd.Function):
     "Chunked (WY/UT) delta rule in Triton: saves X, W, U and the chunk states, recomputes nothing."
     @staticmethod
     def forward(ctx, q, k, v, beta, S0, BT, prec):
+        "Launch the chunked WY/UT forward kernels; saves X, W, U and the state before every chunk."
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
         o, ST, (x, w, u, h) = _chunk_fwd(q, k, v, beta, S0, BT, prec, True)
         ctx.save_for_backward(q, k, v, beta, S0, x, w, u, h)
@@ -541,6 +544,7 @@ class ChunkDeltaRule(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dST):
+        "Launch the backward stages (local dU, the reverse pass over chunk states, dq and dk): the gradients of q, k, v, β and S_0."
         q, k, v, beta, S0, x, w, u, h = ctx.saved_tensors
         return _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, ctx.BT, ctx.prec, True) + (None, None)
 
@@ -548,6 +552,7 @@ class ChunkLinearAttention(torch.autograd.Function):
     "Chunked linear attention (sum rule) in Triton: the delta-rule pipeline with U = V."
     @staticmethod
     def forward(ctx, q, k, v, S0, BT, prec):
+        "Launch the chunked sum-rule forward kernels; saves the state before every chunk."
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         o, ST, (_, _, _, h) = _chunk_fwd(q, k, v, None, S0, BT, prec, False)
         ctx.save_for_backward(q, k, v, S0, h)
@@ -556,6 +561,7 @@ class ChunkLinearAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dST):
+        "Launch the backward stages: the gradients of q, k, v and S_0."
         q, k, v, S0, h = ctx.saved_tensors
         dq, dk, dv, _, dS0 = _chunk_bwd(q, k, v, None, S0, None, None, v, h, do, dST, ctx.BT, ctx.prec, False)
         return dq, dk, dv, dS0, None, None

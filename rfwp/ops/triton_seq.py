@@ -210,6 +210,7 @@ class RecurrentDeltaRuleTriton(torch.autograd.Function):
     "RDN with fused recurrent Triton kernels: state on chip forward; reversal backward, or segment replay with a decay g."
     @staticmethod
     def forward(ctx, xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range=1.0, g=None):
+        "Launch the fused RDN forward kernel; saves h_t and u_t per step and S_T, and with g the state every ⌈√T⌉ steps."
         B, T, H, D = xq.shape
         xq, xk, xv, xb = xq.contiguous(), xk.contiguous(), xv.contiguous(), xb.contiguous()
         W = [w.contiguous() for w in (R_q, R_k, R_v, r_b)]
@@ -230,6 +231,7 @@ class RecurrentDeltaRuleTriton(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dST, dyT):
+        "Launch the fused backward kernel (reversal, or segment replay with g); dR is summed over the batch."
         xq, xk, xb, Rq, Rk, Rv, rb, hs, us, ST, g, ck = ctx.saved_tensors
         B, T, H, D = xq.shape; dev, BD, C = xq.device, _bd(D), checkpoint_every(T)
         do = torch.zeros_like(xq) if do is None else do.contiguous()
@@ -329,6 +331,7 @@ class DeltaRNNRecurrenceTriton(torch.autograd.Function):
     "The Delta RNN read-out y_t = z_t + R_tᵀ softmax(y_{t-1}) in one Triton program per batch·head; reversal backward."
     @staticmethod
     def forward(ctx, z, kr, vr, br, R0, y0):
+        "Launch the read-out kernel; saves the previous outputs and the write errors."
         B, T, H, D = z.shape
         z, kr, vr, br = z.contiguous(), kr.contiguous(), vr.contiguous(), br.contiguous()
         dev, BD = z.device, _bd(D)
@@ -345,6 +348,7 @@ class DeltaRNNRecurrenceTriton(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dRT, dyT):
+        "Launch the reversal backward kernel of the read-out."
         kr, br, yp, es, RT = ctx.saved_tensors
         B, T, H, D = kr.shape; dev, BD = kr.device, _bd(D)
         do = torch.zeros_like(yp) if do is None else do.contiguous()
@@ -487,6 +491,7 @@ class DeltaLSTMRecurrenceTriton(torch.autograd.Function):
     "The Delta LSTM gated read-out in one Triton program per batch·head; reversal backward."
     @staticmethod
     def forward(ctx, z, kr, vr, br, R0, h0, c0):
+        "Launch the gated read-out kernel; saves h_{t-1}, c_{t-1} and the three write errors."
         B, T, H, _, D = z.shape
         z, kr, vr, br = z.contiguous(), kr.contiguous(), vr.contiguous(), br.contiguous()
         dev, BD = z.device, _bd(D)
@@ -504,6 +509,7 @@ class DeltaLSTMRecurrenceTriton(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, do, dRT, dhT, dcT):
+        "Launch the reversal backward kernel of the gated read-out."
         z, kr, br, hp, cp, es, RT = ctx.saved_tensors
         B, T, H, _, D = z.shape; dev, BD = z.device, _bd(D)
         f32 = dict(dtype=torch.float32, device=dev)
