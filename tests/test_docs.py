@@ -349,3 +349,41 @@ def test_api_pages_read_well():
     assert "RecurrentDeltaRuleFn.apply(" in re.sub(r"<[^>]+>", "", rdn), "the autograd Function's signature is not its apply call"
     for page in pages():
         if page.startswith("api/"): assert "NoneType" not in _prose(page), f"{page} says NoneType"
+
+def _result_rows():
+    "The results table of README.md: (result text, command cell) per row."
+    readme = (ROOT/"README.md").read_text()
+    table = readme.split("## Results", 1)[1].split("\n## ", 1)[0]
+    rows = [r.split(" | ") for r in table.splitlines() if r.startswith("| ") and not r.startswith(("| measured", "|---"))]
+    return [(r[0], r[1]) for r in rows]
+
+def _check_command(cmd):
+    "Raise when `cmd` cannot be what produced a result: an unknown `rfwp` option, a python snippet that does not compile."
+    import shlex
+    from rfwp.cli import make_parser, task_parser
+    if cmd.startswith("rfwp "):
+        argv = shlex.split(cmd)[1:]
+        if (own := task_parser(argv)) is not None: own[0].parse_args(own[1])
+        else: make_parser().parse_args(argv)
+    elif cmd.startswith("python -c "):
+        compile(shlex.split(cmd)[2], "<readme>", "exec")
+    elif cmd.startswith("nbdev-test "):
+        nb = shlex.split(cmd)[1]
+        assert (ROOT/nb).is_file(), f"{nb} does not exist"
+    elif not cmd.startswith(("compare_models(", "python ", "from ")):
+        raise AssertionError(f"unknown kind of command: {cmd}")
+
+def test_readme_result_commands_parse(monkeypatch):
+    "Every command of every results row exists and its options parse (argparse exits on an unknown option)."
+    rows = _result_rows()
+    assert len(rows) >= 8
+    problems = []
+    for result, cell in rows:
+        cmds = re.findall(r"`([^`]+)`", cell)
+        if not cmds: problems.append(f"no command for: {result[:60]}"); continue
+        for cmd in cmds:
+            if not cmd.startswith(("rfwp ", "python ", "nbdev-test ", "compare_models(")): continue   # flags, paths named in the cell
+            try: _check_command(cmd)
+            except SystemExit as e: problems.append(f"`{cmd}` does not parse (exit {e.code})")
+            except Exception as e: problems.append(f"`{cmd}`: {type(e).__name__}: {e}")
+    assert not problems, "\n".join(problems)
