@@ -387,3 +387,16 @@ def test_readme_result_commands_parse(monkeypatch):
             except SystemExit as e: problems.append(f"`{cmd}` does not parse (exit {e.code})")
             except Exception as e: problems.append(f"`{cmd}`: {type(e).__name__}: {e}")
     assert not problems, "\n".join(problems)
+
+def test_run_notebook_tidies_outputs():
+    "tools/run_notebook.py: a progress bar keeps its last state, this checkout's paths become relative, warnings are reported."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("run_notebook", ROOT/"tools"/"run_notebook.py")
+    rn = importlib.util.module_from_spec(spec); spec.loader.exec_module(rn)
+    from fastcore.basics import AttrDict
+    text = f"step 1/3\rstep 2/3\rstep 3/3\nsaved {ROOT}/nbs/runs/x.pt\nUserWarning: careful\n"
+    nb = AttrDict(cells=[AttrDict(cell_type="code", id="c1", outputs=[{"output_type": "stream", "name": "stderr", "text": text}])])
+    warnings = rn.tidy(nb)
+    out = nb.cells[0].outputs[0]["text"]
+    assert out.splitlines()[:2] == ["step 3/3", "saved ./runs/x.pt"], out
+    assert str(ROOT) not in out and warnings == ["c1: UserWarning: careful"]
