@@ -197,12 +197,12 @@ def atari_parser(command:str) -> argparse.ArgumentParser:
     "The parser of `rfwp train atari` or `rfwp eval atari`."
     from rfwp.tasks import atari
     if command == "train":
-        p = _new("rfwp train atari", "Train an IMPALA agent (V-trace) with a recurrent core on an Atari game. Files go to --run-dir: "
+        p = _new("rfwp train atari", "Train an IMPALA agent (V-trace; PPO with --algo ppo) with a recurrent core on an Atari game. Files go to --run-dir: "
                  "config.json, last.pt, metrics.csv/json, episodes.csv, curves.png, results.json. Ctrl-C or SIGTERM write a checkpoint "
                  "and stop; continue with --resume. Several learners: torchrun --nproc-per-node N -m rfwp.cli train atari ...", cmd_train_atari)
         _preset_arg(p, atari.PRESETS)
         g = p.add_argument_group("config (unset options take the preset's value)")
-        add_config_args(g, atari.AtariConfig, atari.PRESETS, choices=dict(encoder=list(atari.ENCODERS), impl=list(IMPLS), heads=list(atari.HEADS)),
+        add_config_args(g, atari.AtariConfig, atari.PRESETS, choices=dict(encoder=list(atari.ENCODERS), impl=list(IMPLS), heads=list(atari.HEADS), algo=list(atari.ALGOS)),
                         types=dict(core=_choice("core", atari.CORES), game=_game))
         r = _run_args(p, atari.PRESETS, atari.RESUMABLE, "runs/atari-<game>-<core>-<preset>")
         r.add_argument("--list-games", action="store_true", help="print the names of the games and exit")

@@ -20,10 +20,11 @@ from ..run import (Bar, CheckpointError, Dist, Task, Preset, fit, load_checkpoin
                       write_metrics, make_config as _make)
 
 # %% auto #0
-__all__ = ['ENCODERS', 'CORES', 'HEADS', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'ResBlock',
-           'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig', 'AtariNet',
-           'vtrace_naive', 'vtrace', 'impala_loss', 'AtariConfig', 'make_config', 'AtariTask', 'collapse_stats',
-           'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate', 'write_video', 'throughput']
+__all__ = ['ENCODERS', 'CORES', 'HEADS', 'ALGOS', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs',
+           'ResBlock', 'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig',
+           'AtariNet', 'vtrace_naive', 'vtrace', 'impala_loss', 'gae', 'ppo_loss', 'AtariConfig', 'make_config',
+           'AtariTask', 'collapse_stats', 'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate', 'write_video',
+           'throughput']
 
 # %% ../../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
@@ -306,6 +307,58 @@ def impala_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll
                                  entropy=-negent.mean().item(), value_ev=ev.item(), kl=kl.item(),
                                  log_rho_abs=(act_logp.detach() - beh_logp).abs().mean().item())
 
+# %% ../../nbs/09_atari.ipynb #ppo00002
+@torch.no_grad()
+def gae(rewards:Tensor, # (B, T) rewards r_t
+        values:Tensor, # (B, T) V(x_t) of the acting network
+        bootstrap:Tensor, # (B,) V(x_T)
+        discounts:Tensor, # (B, T) γ·(1 − done_{t+1})
+        lam:float=0.95, # λ of the exponential average of n-step advantages
+       ) -> tuple[Tensor, Tensor]: # advantages (B, T), returns (B, T)
+    "Generalised advantage estimates by the backward recursion A_t = δ_t + γλ A_{t+1} (cut at episode ends), and A + V."
+    v_next = torch.cat([values[:, 1:], bootstrap[:, None]], 1)
+    deltas = rewards + discounts * v_next - values
+    acc, out = torch.zeros_like(bootstrap), []
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        acc = deltas[:, t] + discounts[:, t] * lam * acc
+        out.append(acc)
+    adv = torch.stack(out[::-1], 1)
+    return adv, adv + values
+
+def ppo_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
+             values:Tensor, # (B, T+1) learner values
+             actions:Tensor, # (B, T) actions taken
+             behaviour_logits:Tensor, # (B, T, A) the actors' logits
+             behaviour_values:Tensor, # (B, T+1) the actors' values
+             rewards:Tensor, # (B, T) clipped rewards that followed the actions
+             dones:Tensor, # (B, T) bool: the episode ended with the action
+             gamma:float=0.99, # discount
+             lam:float=0.95, # GAE's λ
+             clip:float=0.1, # the ratio is clipped to [1 − clip, 1 + clip]
+             baseline_cost:float=0.5, # weight of the value loss
+             entropy_cost:float=0.01, # weight of the entropy bonus
+            ) -> tuple[Tensor, dict]: # the scalar loss and its parts
+    "PPO's clipped surrogate on normalised GAE advantages, a value loss and an entropy bonus, each a mean over steps."
+    logp = F.log_softmax(logits[:, :-1], -1)                                   # (B, T, A)
+    act_logp = logp.gather(-1, actions[..., None]).squeeze(-1)                 # (B, T)
+    beh = F.log_softmax(behaviour_logits, -1)
+    beh_logp = beh.gather(-1, actions[..., None]).squeeze(-1)
+    discounts = gamma * (~dones).to(values.dtype)
+    adv, ret = gae(rewards, behaviour_values[:, :-1], behaviour_values[:, -1], discounts, lam)
+    adv_n = (adv - adv.mean()) / (adv.std() + 1e-8)
+    ratio = (act_logp - beh_logp).exp()
+    pg = -torch.min(ratio * adv_n, ratio.clamp(1 - clip, 1 + clip) * adv_n).mean()
+    base = baseline_cost * 0.5 * ((ret - values[:, :-1]) ** 2).mean()
+    negent = (logp.exp() * logp).sum(-1)                                       # (B, T) minus the entropy
+    ent = entropy_cost * negent.mean()
+    with torch.no_grad():
+        kl = (beh.exp() * (beh - logp)).sum(-1).mean()
+        ev = 1 - (ret - values[:, :-1]).var() / ret.var().clamp_min(1e-8)
+        clipped = ((ratio - 1).abs() > clip).float().mean()
+    return pg + base + ent, dict(pg_loss=pg.item(), baseline_loss=base.item(), entropy_loss=ent.item(),
+                                 entropy=-negent.mean().item(), value_ev=ev.item(), kl=kl.item(),
+                                 log_rho_abs=(act_logp.detach() - beh_logp).abs().mean().item(), clip_frac=clipped.item())
+
 # %% ../../nbs/09_atari.ipynb #0c092689
 @dataclass
 class AtariConfig:
@@ -317,8 +370,11 @@ class AtariConfig:
     unroll: int = 50            # agent steps per unroll (the paper: 50)
     minibatches: int = 1        # learner steps per batch of unrolls, each on n_envs/minibatches of the games (the paper: 1)
     epochs: int = 1             # passes of the learner over each batch of unrolls (the paper: 1)
+    algo: str = "impala"        # the learner: "impala" (V-trace, RMSProp, summed losses; the paper's) or "ppo" (clipped surrogate, GAE, Adam, mean losses)
+    gae_lambda: float = 0.95    # PPO: λ of the generalised advantage estimates
+    ppo_clip: float = 0.1       # PPO: the probability ratio is clipped to [1 − ppo_clip, 1 + ppo_clip]
     frames: int = 50_000_000    # emulator frames of the run (4 per agent step), over all processes
-    lr: float = 6e-4            # RMSProp, linearly decayed to 0 at `frames`
+    lr: float = 6e-4            # RMSProp (Adam with algo="ppo"), linearly decayed to 0 at `frames`
     alpha: float = 0.99         # RMSProp smoothing
     eps: float = 0.01           # RMSProp epsilon (TorchBeast's; large, as the losses are sums)
     rms_init: float = 1.0       # RMSProp's squared-gradient average starts here: 1 as in IMPALA's TF RMSProp (PyTorch's 0 makes the first steps ~10x the lr)
@@ -350,6 +406,9 @@ class AtariConfig:
         for k in ("lr", "eps", "rms_init", "clip", "entropy_cost", "baseline_cost", "reward_clip", "max_minutes", "noop_max"):
             if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
         if not 0 <= self.gamma <= 1: raise ValueError(f"gamma: must be in [0, 1], got {self.gamma}")
+        if self.algo not in ALGOS: raise ValueError(f"algo: unknown learner {self.algo!r}; choose from {', '.join(ALGOS)}")
+        if not 0 <= self.gae_lambda <= 1: raise ValueError(f"gae_lambda: must be in [0, 1], got {self.gae_lambda}")
+        if not 0 < self.ppo_clip < 1: raise ValueError(f"ppo_clip: must be in (0, 1), got {self.ppo_clip}")
         if not 0 < self.alpha < 1: raise ValueError(f"alpha: must be in (0, 1), got {self.alpha}")
         if not isinstance(self.minibatches, int) or not 1 <= self.minibatches <= self.n_envs:
             raise ValueError(f"minibatches: must be an int from 1 to n_envs={self.n_envs}, got {self.minibatches!r}")
@@ -361,6 +420,8 @@ class AtariConfig:
     def from_dict(cls, d:dict):
         if bad := sorted(set(d) - {f.name for f in fields(cls)}): raise ValueError(f"AtariConfig: unknown field(s) {', '.join(bad)}")
         return cls(**d)
+
+ALGOS = ("impala", "ppo")
 
 # fields that may change when a run is resumed
 RESUMABLE = ("frames", "max_minutes", "log_every", "ckpt_every", "env_threads")
@@ -427,17 +488,23 @@ class _Actors:
         obs = torch.empty(B, T + 1, *self.obs.shape[1:], dtype=torch.uint8)
         rew, done = torch.empty(B, T + 1), torch.empty(B, T + 1, dtype=torch.bool)
         act, logits = torch.empty(B, T, dtype=torch.long), torch.empty(B, T, self.envs.n_actions)
+        values, ppo = torch.empty(B, T + 1), self.cfg.algo == "ppo"
         state0, finished = self.state, []
         for t in range(T + 1):
             obs[:, t], rew[:, t], done[:, t] = self.obs, self.rew, self.done
-            if t == T: break
-            lg, _, self.state = net(*(x[:, None].to(self.dev) for x in (self.obs, self.rew, self.done)), self.state)
+            if t == T:
+                if ppo: values[:, T] = net(*(x[:, None].to(self.dev) for x in (self.obs, self.rew, self.done)), self.state)[1][:, 0].cpu()
+                break
+            lg, v, self.state = net(*(x[:, None].to(self.dev) for x in (self.obs, self.rew, self.done)), self.state)
+            values[:, t] = v[:, 0].cpu()
             a = torch.multinomial(F.softmax(lg[:, 0].float(), -1), 1)[:, 0].cpu()  # (B,)
             act[:, t], logits[:, t] = a, lg[:, 0].cpu()
             self.obs, r, self.done, fin = self.envs.step(a)
             self.rew = r.clamp(-self.cfg.reward_clip, self.cfg.reward_clip)
             finished += fin
-        return dict(obs=obs, reward=rew, done=done, action=act, logits=logits, state=state0), finished
+        batch = dict(obs=obs, reward=rew, done=done, action=act, logits=logits, state=state0)
+        if ppo: batch["value"] = values                                        # V(x_0) … V(x_T) of the acting network, for GAE
+        return batch, finished
 
 def _slice_batch(batch:dict, idx:Tensor) -> dict:
     "Games `idx` of a batch of unrolls: every tensor, and every tensor of the core state, indexed on the batch dimension."
@@ -461,9 +528,11 @@ class AtariTask(Task):
         self.acfg = cfg.agent_config(n_actions)
         self.model = AtariNet(self.acfg).to(dd.device)
         self.net = data_parallel(self.model, dd)
-        self.opt = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=0.0)
-        for p in self.model.parameters():                                     # the squared-gradient average starts at rms_init, not 0
-            self.opt.state[p].update(step=torch.tensor(0.0), square_avg=torch.full_like(p, cfg.rms_init))
+        if cfg.algo == "ppo": self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
+        else:
+            self.opt = torch.optim.RMSprop(self.model.parameters(), lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=0.0)
+            for p in self.model.parameters():                                 # the squared-gradient average starts at rms_init, not 0
+                self.opt.state[p].update(step=torch.tensor(0.0), square_avg=torch.full_like(p, cfg.rms_init))
         self.per_update = cfg.n_envs * cfg.unroll * 4 * dd.world             # emulator frames per update, over all processes
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule("linear", cfg.frames / self.per_update))
         self.total = math.ceil(cfg.frames / self.per_update)
@@ -518,8 +587,12 @@ def train_step(self:AtariTask, step:int) -> dict:
     for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
         mb = _slice_batch(batch, idx)
         lg, v, _, z = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"], features=True)
-        loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
-                                  c.gamma, c.baseline_cost, c.entropy_cost)
+        if c.algo == "ppo":
+            loss, parts = ppo_loss(lg, v, mb["action"], mb["logits"], mb["value"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                   c.gamma, c.gae_lambda, c.ppo_clip, c.baseline_cost, c.entropy_cost)
+        else:
+            loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                      c.gamma, c.baseline_cost, c.entropy_cost)
         self.opt.zero_grad(set_to_none=True); loss.backward()
         parts.update(collapse_stats(z, lg), **grad_norms(self.model))
         gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
