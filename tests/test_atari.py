@@ -323,7 +323,7 @@ def test_cli_errors(args, msg, capsys):
 def test_cli_help_and_list_games(capsys):
     with pytest.raises(SystemExit): main(["train", "--help"])
     h = capsys.readouterr().out
-    for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 7000000", "--heads", "--rms-init"): assert opt in h
+    for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 10000000", "--heads", "--rms-init"): assert opt in h
     assert main(["train", "--list-games"]) == 0 and "space_invaders" in capsys.readouterr().out
 
 def test_torchrun_two_learners(tmp_path):
