@@ -392,10 +392,10 @@ div.cell.tag_rfwp-exported div.cell_input::before {
   color: var(--color-foreground-muted); padding: 0.2em 0.6em; }
 div.cell_output img { max-width: 100%; height: auto; }
 div.cell_output table.docutils { margin-left: 0; }
-/* wider text column where furo leaves room for it (its sidebar is calc(50% - 26em) or calc(50% - 18.5em),
-   the table of contents 15em from 82em up: 50vw + 11em is what is left between 82em and 90em) */
+/* wider text column where furo leaves room for it (its sidebar is calc(50% - 26em) or calc(50% - 18.5em), at
+   least 15em; from 82em up the table of contents takes 15em more; .content's width excludes its 2 x 3em padding) */
 @media (min-width: 72em) and (max-width: 82em) { .content { width: 54em; } }
-@media (min-width: 82em) and (max-width: 90em) { .content { width: calc(50vw + 10.5em); } }
+@media (min-width: 82em) and (max-width: 90em) { .content { width: max(46em, calc(100vw - 37em)); } }
 @media (min-width: 90em) { .content { width: 54em; } }
 .rfwp-home-figure img { max-width: 100%; }
 /* code wraps rather than hiding its right end: long lines continue on the next line, marked by the indent */
