@@ -66,7 +66,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="lang: unknown language"): make_config("formal", lang="abab")
     with pytest.raises(ValueError, match="train_len"): make_config("formal", train_len=1)
     with pytest.raises(ValueError, match="beta_range"): make_config("formal", beta_range=2.5)
-    with pytest.raises(ValueError, match="model options.*no option gate"): make_config("formal", model="rdn", gate=True)
+    with pytest.raises(ValueError, match="model options.*no option gate"): make_config("formal", model="srwm", gate=True)
     with pytest.raises(ValueError, match="unknown variant"): formal_suite(("rdn-decay",), ("parity",))
 
 def test_parity_needs_negative_eigenvalues(tmp_path):
