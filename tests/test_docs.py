@@ -368,8 +368,14 @@ def _check_command(cmd):
     elif cmd.startswith("python -c "):
         compile(shlex.split(cmd)[2], "<readme>", "exec")
     elif cmd.startswith("nbdev-test "):
-        nb = shlex.split(cmd)[1]
-        assert (ROOT/nb).is_file(), f"{nb} does not exist"
+        raise AssertionError(f"`{cmd}` prints no results (nbdev-test only says whether cells raise): cite the command that prints them")
+    elif cmd.startswith("python tools/"):
+        argv = shlex.split(cmd)[1:]
+        assert (ROOT/argv[0]).is_file(), f"{argv[0]} does not exist"
+        if argv[0] == "tools/run_notebook.py":
+            a = _tool("run_notebook").make_parser().parse_args(argv[1:])
+            for nb in a.notebooks: assert (ROOT/nb).is_file(), f"{nb} does not exist"
+            assert a.notebooks or a.all, f"`{cmd}` names no notebook"
     elif not cmd.startswith(("compare_models(", "python ", "from ")):
         raise AssertionError(f"unknown kind of command: {cmd}")
 
@@ -388,15 +394,20 @@ def test_readme_result_commands_parse(monkeypatch):
             except Exception as e: problems.append(f"`{cmd}`: {type(e).__name__}: {e}")
     assert not problems, "\n".join(problems)
 
+def _tool(name):
+    "The module of tools/<name>.py."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT/"tools"/f"{name}.py")
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
 def test_run_notebook_tidies_outputs():
     "tools/run_notebook.py: a progress bar keeps its last state, this checkout's paths become relative, warnings are reported."
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("run_notebook", ROOT/"tools"/"run_notebook.py")
-    rn = importlib.util.module_from_spec(spec); spec.loader.exec_module(rn)
+    rn = _tool("run_notebook")
     from fastcore.basics import AttrDict
-    text = f"step 1/3\rstep 2/3\rstep 3/3\nsaved {ROOT}/nbs/runs/x.pt\nUserWarning: careful\n"
+    text = f"step 1/3\rstep 2/3\rstep 3/3\nsaved {ROOT}/nbs/runs/x.pt\nUserWarning: careful\n{tempfile.gettempdir()}/tmpab_12x9q/data ready\n"
     nb = AttrDict(cells=[AttrDict(cell_type="code", id="c1", outputs=[{"output_type": "stream", "name": "stderr", "text": text}])])
     warnings = rn.tidy(nb)
     out = nb.cells[0].outputs[0]["text"]
-    assert out.splitlines()[:2] == ["step 3/3", "saved ./runs/x.pt"], out
+    assert out.splitlines()[:2] == ["step 3/3", "saved ./runs/x.pt"] and out.splitlines()[3] == "tmp/data ready", out
     assert str(ROOT) not in out and warnings == ["c1: UserWarning: careful"]

@@ -1,28 +1,29 @@
-"""Build the rfwp website into `docs/` from the notebooks, offline, without Quarto.
+"""Build the rfwp website into `docs/` from the notebooks and their stored outputs, offline, without Quarto.
 
-    python tools/build_docs.py                      # execute every notebook, process, render into docs/
-    python tools/build_docs.py --check --out DIR    # CI: the same into DIR; fail when docs/ is out of date
+    python tools/build_docs.py                      # render the committed notebooks into docs/
+    python tools/build_docs.py --check --out DIR    # CI: the same into DIR; fail when docs/ differs from it
     python tools/build_docs.py --check-only         # just compare docs/_manifest.json with the notebooks
 
 `nbdev-docs` needs Quarto, which cannot be installed here; the nbdev configuration stays for users
-who have it. This script renders the same notebooks with Sphinx + MyST-NB (the `docs` extra):
+who have it. This script renders the same notebooks with Sphinx + MyST-NB (the `docs` extra), from the
+outputs the notebooks store, as `nbdev-docs` does (`tools/run_notebook.py` re-executes a notebook and
+stores them; `nbdev-test` is what runs them in CI):
 
-1. **execute** every notebook top to bottom in a fresh process as `nbdev-test` does (the same execnb
-   shell and skip predicate: cells flagged with a `tst_flags` flag of pyproject.toml are not run,
-   and are labelled so on the page; `IN_TEST=1`), after nbdev's `add_show_docs` has put a `show_doc`
-   cell under every export; outputs are kept in build/docs/exec/; a notebook that raises fails the build;
+1. **show_doc**: nbdev's `add_show_docs` puts a `show_doc` cell under every export, and those cells alone
+   run, in a fresh process per notebook whose namespace holds the modules the notebook exports to; every
+   other cell keeps its stored output. Cells flagged with a `tst_flags` flag of pyproject.toml (slow, cuda)
+   are labelled on the page: with the output stored from a real run, or as not run;
 2. **process** them with nbdev's doc processors (those of `nbdev-proc-nbs`: frontmatter, `#| hide`,
    symbol links, ...), except that exported code stays visible (this is a course) and show_doc
    cells are not re-run; Quarto cell options become MyST-NB tags, links point into this site;
 3. write one **API page per module** of `rfwp._modidx`: every name of its `__all__` (and public
    methods) with signature, docstring and a docments table (one row per parameter);
 4. render with **Sphinx** (furo theme; MathJax served from the site) into docs/, and write
-   docs/_manifest.json: a hash of every notebook's cells (without outputs) and of this script.
+   docs/_manifest.json: a hash of every notebook's cells and stored outputs and of this script.
 
 show_doc renders through `install_renderer`: an anchor per symbol, a source link, the signature,
-the docstring and the parameter table. Outputs are measurements (timings, random draws), so two
-builds differ in their numbers; what must match is the manifest: `--check` fails when the
-committed docs/ was built from other notebook sources or another version of this script.
+the docstring and the parameter table. docs/ is a function of the committed notebooks and this script:
+`--check` rebuilds into another folder and fails when any file differs from the committed docs/.
 `python -m pytest tests/test_docs.py` checks a site in headless chromium ($RFWP_DOCS_DIR, default docs/)."""
 import argparse, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS, DOCS, BUILD = ROOT/"nbs", ROOT/"docs", ROOT/"build"/"docs"
-EXEC_VERSION = 6  # bump when exec_one changes what it stores, so --reuse re-executes
+EXEC_VERSION = 7  # bump when exec_one changes what it stores, so --reuse re-executes
 SITE_URL = "https://rfwp.github.io/rfwp/"  # nbdev's doc_host + doc_baseurl: its symbol links start with it
 
 # ---------------------------------------------------------------- notebooks and their order
@@ -40,56 +41,60 @@ def notebooks(nbs=NBS):
     return sorted(nbs, key=lambda p: (p.stem != "index", p.name))
 
 def source_hash(nb_path):
-    "sha256 of a notebook's cell types and sources: what the page is built from, outputs excluded."
+    "sha256 of a notebook's cells, their stored outputs included: what the page is built from."
     nb = json.loads(Path(nb_path).read_text())
-    cells = [[c["cell_type"], "".join(c["source"])] for c in nb["cells"]]
-    return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
+    cells = [[c["cell_type"], "".join(c["source"]), c.get("outputs", [])] for c in nb["cells"]]
+    return hashlib.sha256(json.dumps(cells, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 def manifest():
     "What docs/ is built from; `--check` compares it with the committed docs/_manifest.json."
     return {"generator": "tools/build_docs.py", "script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
             "notebooks": {p.name: source_hash(p) for p in notebooks()}}
 
-# ---------------------------------------------------------------- 1. execute (one process per notebook)
+# ---------------------------------------------------------------- 1. render the API docs (one process per notebook)
 def exec_one(src, dst):
-    "Run notebook `src` as `nbdev-test` does (execnb shell, tst_flags cells skipped) and save it with outputs to `dst`."
+    """Save notebook `src` with its stored outputs to `dst`, after nbdev's `add_show_docs` has put a `show_doc` cell
+    under every export and those cells alone have run (in the namespace of the modules the notebook exports to).
+    No other cell runs: the page shows what the committed notebook stores (`tools/run_notebook.py` refreshes it)."""
     from nbdev.config import get_config
     from nbdev.process import NBProcessor
-    from nbdev.test import _skip_cell  # the predicate nbdev-test uses, so the same cells run
+    from nbdev.processors import add_show_docs
     from execnb.shell import CaptureShell
     from fastcore.nbio import write_nb
     src, dst = Path(src).resolve(), Path(dst).resolve()
-    os.environ["IN_TEST"] = "1"
     cfg = get_config(src.parent)
     flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags or [])
-    from nbdev.processors import add_show_docs
-    # nbdev's first doc step, before running: a show_doc cell after every export, so the API docs
-    # are rendered in the notebook's own namespace (nbdev-proc-nbs re-runs them in a second shell)
     nb = NBProcessor(src, procs=[add_show_docs], rm_directives=False, process=True).nb
     for i, c in enumerate(nb.cells):
         if not c.get("id"): c["id"] = f"showdoc-{i}"
-    skip = _skip_cell(nb, flags, [])
     global NB_MODULE
-    exp = [m[1] for c in nb.cells if c.cell_type == "code" and (m := re.search(r"^#\|\s*default_exp\s+(\S+)", c.source, re.M))]
-    NB_MODULE = f"{cfg.lib_name}.{exp[0]}" if exp else None
+    mods = [m[1] for c in nb.cells if c.cell_type == "code"
+            for m in re.finditer(r"^#\|\s*(?:default_exp|exports?|exporti)\s+([\w.]+)\s*$", c.source, re.M)]
+    mods = [m if m.startswith(cfg.lib_name + ".") else f"{cfg.lib_name}.{m}" for m in dict.fromkeys(mods)]
+    NB_MODULE = mods[0] if mods else None
     sys.path.insert(0, str(cfg.config_path))
     install_renderer()
-    k = CaptureShell(src, profile=bool(cfg.exec_profile))
-    k.run_cell("from nbdev.showdoc import show_doc")
+    k = CaptureShell(src)
+    k.run_cell("from nbdev.showdoc import show_doc\nimport importlib")
+    for m in reversed(mods):   # every name of the modules, private ones too: show_doc's targets
+        k.run_cell(f"globals().update({{k: v for k, v in vars(importlib.import_module({m!r})).items() if not k.startswith('__')}})")
     os.chdir(src.parent)
-    try: k.run_all(nb, exc_stop=True, preproc=skip, cell_timeout=cfg.cell_timeout or None)
-    except Exception:
-        import traceback
-        sys.stderr.write((k.prettytb(fname=src) or traceback.format_exc()) + "\n")
-        return 1
-    skipped = [c.id for c in nb.cells if c.cell_type == "code" and skip(c) and (getattr(c, "directives_", {}) or {}).keys() & set(flags)]
-    nb.metadata["rfwp_docs"] = {"source_sha256": source_hash(src), "skipped_cells": skipped, "flags": flags, "exec": EXEC_VERSION}
+    for c in nb.cells:
+        if getattr(c, "has_sd", False):
+            k.cell(c)
+            if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
+                sys.stderr.write(f"{src.name}: {c.source}: {k.prettytb(fname=src) or 'failed'}\n"); return 1
+    def flagged(c): return c.cell_type == "code" and bool((getattr(c, "directives_", {}) or {}).keys() & set(flags))
+    not_run = [c.id for c in nb.cells if flagged(c) and not c.get("outputs")]
+    stored = [c.id for c in nb.cells if flagged(c) and c.get("outputs")]
+    nb.metadata["rfwp_docs"] = {"source_sha256": source_hash(src), "skipped_cells": not_run, "stored_cells": stored,
+                                "flags": flags, "exec": EXEC_VERSION}
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_nb(nb, dst)
     return 0
 
 def execute_all(nbs, out, workers, reuse=False):
-    "Execute `nbs` into `out`, `workers` at a time; return {name: seconds}. Exit on the first failure."
+    "Render the show_doc cells of `nbs` into `out`, `workers` at a time; return {name: seconds}. Exit on the first failure."
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.ipynb"):
         if stale.name not in {p.name for p in nbs}: stale.unlink()
@@ -100,7 +105,7 @@ def execute_all(nbs, out, workers, reuse=False):
             if meta.get("source_sha256") == source_hash(p) and meta.get("exec") == EXEC_VERSION: return p.name, 0.0, 0, "reused"
         t = time.time()
         r = subprocess.run([sys.executable, __file__, "--exec-one", str(p), str(dst)], capture_output=True, text=True,
-                           env={**os.environ, "MPLBACKEND": "module://matplotlib_inline.backend_inline"})
+                           env={**os.environ, "MPLBACKEND": "Agg"})
         return p.name, time.time() - t, r.returncode, r.stderr
     failed = []
     with ThreadPoolExecutor(workers) as ex:
@@ -109,7 +114,7 @@ def execute_all(nbs, out, workers, reuse=False):
             times[name] = t
             print(f"  {name:32s} {'reused' if err == 'reused' else f'{t:6.1f} s'}{'  FAILED' if rc else ''}", flush=True)
             if rc: failed.append(name); sys.stderr.write(f"--- {name}\n{err[-6000:]}\n")
-    if failed: sys.exit(f"notebooks failed to execute: {', '.join(failed)}")
+    if failed: sys.exit(f"show_doc cells failed: {', '.join(failed)}")
     return times
 
 # ---------------------------------------------------------------- 2. nbdev processing, then Quarto options -> MyST-NB
@@ -144,6 +149,20 @@ def _md_text(s):
     return "".join(p if p.startswith("`") else _TEX_SUB.sub(r"$\1_{\2}$", re.sub(r"<(?=[A-Za-z/!?])", "&lt;", p))
                    for p in re.split(r"(`[^`]*`)", s))
 
+def _doc_md(doc):
+    """A docstring as markdown: its doctest examples (a `>>>` line up to the next blank line) become `pycon` code
+    blocks, the rest goes through `_md_text`."""
+    out, block, text = [], None, []
+    def flush_text():
+        if text: out.append(_md_text("\n".join(text))); text.clear()
+    for line in doc.splitlines() + [""]:
+        if block is None and line.startswith(">>>"): flush_text(); block = [line]
+        elif block is not None and line.strip(): block.append(line)
+        elif block is not None: out.append("```pycon\n" + "\n".join(block) + "\n```"); block = None; text.append(line)
+        else: text.append(line)
+    flush_text()
+    return "\n".join(out).rstrip("\n")
+
 def _autograd_signature(sym):
     "`Fn.apply(a, b, ...)` for a torch.autograd.Function subclass (its own signature is `*args, **kwargs`), else None."
     import inspect
@@ -174,10 +193,10 @@ def install_renderer():
             md = f'{"#" * self.title_level} {self.nm}\n\n<span id="{_anchor(self.nm)}" class="rfwp-anchor"></span>'
             src = source_link(self.sym)
             if src: md += f'<a class="rfwp-source" href="{src}">source</a>'
-            sig = f"```python\n{_autograd_signature(self.sym) or self.dm}\n```"
+            sig = f"```python\n{_autograd_signature(self.sym) or str(self.dm).replace(':NoneType=', '=')}\n```"
             if inspect.isclass(self.sym): sig = sig.replace("```python\ndef ", "```python\nclass ", 1)
             docs = _own_doc(self.sym)
-            if docs: sig += "\n\n" + _ital_first(_md_text(docs))
+            if docs: sig += "\n\n" + _ital_first(_doc_md(docs))
             md += "\n\n" + sig
             try: tbl = _md_text(DocmentTbl(self.sym)._repr_markdown_()).replace("NoneType", "None")
             except Exception: tbl = ""  # objects without an inspectable signature: the signature above says it
@@ -218,7 +237,7 @@ def _fix_links(text, pages, prefix=""):
 
 _CELL_KEYS = {"id", "cell_type", "metadata", "source", "outputs", "execution_count", "attachments"}
 
-def to_myst(nb, pages, skipped):
+def to_myst(nb, pages, skipped, stored=()):
     "Translate a processed notebook for MyST-NB: title cell, cell options as tags, links, skipped-cell notes."
     import nbformat
     cells = []
@@ -243,6 +262,7 @@ def to_myst(nb, pages, skipped):
                 if opt in _TAGS and _TAGS[opt]: tags.add(_TAGS[opt])
             c.source = "\n".join(l for l in lines if not l.startswith("#|")).strip("\n")
             if c.get("id") in skipped: tags.add("rfwp-not-run")
+            if c.get("id") in stored: tags.add("rfwp-stored")
             if tags: c.metadata["tags"] = sorted(tags)
             for o in c.get("outputs", []):
                 if "text/markdown" in o.get("data", {}):
@@ -282,7 +302,7 @@ def process_all(nbs, exec_dir, src_dir):
             F()(nb)
             tmp = src_dir/(p.stem + ".nbdev.ipynb")
             write_nb(nb, tmp)
-            nb = to_myst(nbformat.read(tmp, as_version=4), pages, set(meta.get("skipped_cells", [])))
+            nb = to_myst(nbformat.read(tmp, as_version=4), pages, set(meta.get("skipped_cells", [])), set(meta.get("stored_cells", [])))
             nb.metadata["rfwp_docs"] = meta
             nbformat.write(nb, src_dir/p.name); tmp.unlink()
     finally: os.chdir(cwd)
@@ -358,7 +378,7 @@ CONF = '''# generated by tools/build_docs.py
 project, author, copyright = "rfwp", "rfwp developers", "rfwp developers"
 extensions = ["myst_nb", "sphinx_copybutton"]
 copybutton_exclude = ".linenos, .gp, .go"   # copy the code, not prompts or line numbers
-nb_execution_mode = "off"            # executed by tools/build_docs.py, as nbdev-test runs them
+nb_execution_mode = "off"            # the notebooks' stored outputs (tools/run_notebook.py); nbdev-test runs them
 nb_merge_streams = True
 nb_render_markdown_format = "myst"   # show_doc outputs hold tables, which CommonMark lacks
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence"]
@@ -385,7 +405,10 @@ FAVICON = '''<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect w
 CSS = '''/* generated by tools/build_docs.py */
 .rfwp-source { float: right; font-size: smaller; margin-top: -2.2em; }
 div.cell.tag_rfwp-not-run div.cell_input::before {
-  content: "not run when the site is built (flagged slow/cuda): run it yourself";
+  content: "flagged slow/cuda: not run by the tests, and no output stored: run it yourself";
+  display: block; font-size: 0.75em; color: var(--color-foreground-muted); padding: 0.2em 0.6em; }
+div.cell.tag_rfwp-stored div.cell_input::before {
+  content: "flagged slow/cuda: not run by the tests; its output is stored from a real run (see the text)";
   display: block; font-size: 0.75em; color: var(--color-foreground-muted); padding: 0.2em 0.6em; }
 div.cell.tag_rfwp-exported div.cell_input::before {
   content: "exported to the rfwp package"; display: block; font-size: 0.75em;
@@ -476,7 +499,7 @@ def _api_page_icons(html):
 def build(out, workers=2, reuse=False):
     nbs = notebooks()
     t0 = time.time()
-    print(f"== execute {len(nbs)} notebooks ({workers} at a time) into {BUILD/'exec'}", flush=True)
+    print(f"== show_doc cells of {len(nbs)} notebooks ({workers} at a time) into {BUILD/'exec'}", flush=True)
     execute_all(nbs, BUILD/"exec", workers, reuse=reuse)
     t1 = time.time()
     src = BUILD/"src"
@@ -489,30 +512,33 @@ def build(out, workers=2, reuse=False):
     write_sphinx_src(src, nbs)
     print(f"== sphinx -> {out}", flush=True)
     warns = sphinx(src, out)
-    print(f"built {len(list(out.rglob('*.html')))} pages in {time.time()-t0:.0f} s (execution {t1-t0:.0f} s)"
+    print(f"built {len(list(out.rglob('*.html')))} pages in {time.time()-t0:.0f} s (show_doc {t1-t0:.0f} s)"
           + (f", {warns.count('WARNING')} sphinx warnings" if "WARNING" in warns else ""))
 
 def check(out):
-    "Fail when the committed docs/ was not built from the current notebooks and script."
+    """Fail when the committed docs/ was not built from the current notebooks and script: the manifest, and, given
+    a fresh build `out`, every file of the site byte for byte (a build is a function of the committed notebooks)."""
     committed = DOCS/"_manifest.json"
     if not committed.exists(): sys.exit("docs/_manifest.json is missing: run `python tools/build_docs.py` and commit docs/")
     old, new = json.loads(committed.read_text()), manifest()
     stale = [n for n in sorted(set(old["notebooks"]) | set(new["notebooks"])) if old["notebooks"].get(n) != new["notebooks"].get(n)]
     if old["script"] != new["script"]: stale.append("tools/build_docs.py")
-    built = sorted(str(p.relative_to(out)) for p in out.glob("*.html")) if out else []
-    have = sorted(str(p.relative_to(DOCS)) for p in DOCS.glob("*.html"))
-    if out and built != have: stale.append(f"pages differ: {sorted(set(built) ^ set(have))}")
+    if out:
+        files = lambda d: {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()}
+        built, have = files(out), files(DOCS)
+        differ = sorted(built ^ have) + sorted(f for f in built & have if (out/f).read_bytes() != (DOCS/f).read_bytes())
+        if differ: stale.append(f"{len(differ)} files differ from a fresh build, e.g. {', '.join(differ[:5])}")
     if stale: sys.exit("docs/ is out of date (" + ", ".join(stale) + "): run `python tools/build_docs.py` and commit docs/")
-    print("docs/ is up to date with the notebooks")
+    print("docs/ is up to date with the notebooks" + (" (byte for byte)" if out else ""))
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python tools/build_docs.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=None, help="where to write the site (default: docs/, or a temporary folder with --check)")
     ap.add_argument("--check", action="store_true", help="build (into --out) and fail when the committed docs/ is out of date")
     ap.add_argument("--check-only", action="store_true", help="only compare docs/_manifest.json with the notebooks; build nothing")
-    ap.add_argument("--workers", type=int, default=2, help="notebooks executed at once (default: 2)")
-    ap.add_argument("--reuse", action="store_true", help="keep executed notebooks of build/docs/exec whose sources did not change (faster, but "
-                    "outputs that depend on other notebooks' exports may be stale: use for layout work only)")
+    ap.add_argument("--workers", type=int, default=2, help="notebooks whose show_doc cells run at once (default: 2)")
+    ap.add_argument("--reuse", action="store_true", help="keep show_doc renderings of build/docs/exec whose notebooks did not change (faster, but "
+                    "a changed docstring of another notebook's export may be stale: use for layout work only)")
     ap.add_argument("--exec-one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.exec_one: return exec_one(*a.exec_one)

@@ -109,7 +109,23 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
                chunk_size:int=64, # steps per chunk in the "torch" and "triton" impls
                g:Tensor|None=None, # log decay (B, T, H), <= 0: α_t = exp(g_t) scales S_{t-1} (gated delta rule); None: no decay
               ) -> tuple[Tensor, Tensor|None]: # outputs (B, T, H, Dv) and the final state (or None)
-    "Delta-rule fast weights: S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀk_t)ᵀ, o_t = S_tᵀ q_t (no extra scale; α_t = 1 without `g`)."
+    """Delta-rule fast weights: S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀk_t)ᵀ, o_t = S_tᵀ q_t (no extra scale; α_t = 1 without `g`).
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import delta_rule, elu_sumnorm
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> q, k = elu_sumnorm(torch.randn(B, T, H, D)), elu_sumnorm(torch.randn(B, T, H, D))
+    >>> v, beta = torch.randn(B, T, H, D), torch.rand(B, T, H)
+    >>> out, S = delta_rule(q, k, v, beta, output_final_state=True)
+    >>> out.shape, S.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 8]))
+    >>> out2, _ = delta_rule(q[:, 5:], k[:, 5:], v[:, 5:], beta[:, 5:], initial_state=delta_rule(
+    ...     q[:, :5], k[:, :5], v[:, :5], beta[:, :5], output_final_state=True)[1])   # in two segments
+    >>> torch.allclose(out[:, 5:], out2, atol=1e-5)
+    True
+    """
     op = "delta_rule"
     specs = {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}
     if g is not None: specs['g'] = (g, "B T H")

@@ -134,7 +134,21 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
               impl:str="auto", # "naive", "torch" or "auto"
               g:Tensor|None=None, # log decay (B, T, H), <= 0, of every fast matrix (gated delta rule); None: no decay
              ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
-    "Delta MLP: a residual fast MLP of N blocks, each two delta-rule layers with LayerNorm and sumnorm(φ) inputs."
+    """Delta MLP: a residual fast MLP of N blocks, each two delta-rule layers with LayerNorm and sumnorm(φ) inputs.
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import delta_mlp, elu_sumnorm
+    >>> B, T, H, D, F = 2, 10, 4, 8, 16               # one block: D -> F -> D
+    >>> q = torch.randn(B, T, H, D)
+    >>> ks = [elu_sumnorm(torch.randn(B, T, H, D)), elu_sumnorm(torch.randn(B, T, H, F))]
+    >>> vs = [torch.randn(B, T, H, F), torch.randn(B, T, H, D)]
+    >>> betas = [torch.rand(B, T, H), torch.rand(B, T, H)]
+    >>> out, (S1, S2) = delta_mlp(q, ks, vs, betas, output_final_state=True)
+    >>> out.shape, S1.shape, S2.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 16]), torch.Size([2, 4, 16, 8]))
+    """
     op = "delta_mlp"
     for name, xs in (('ks', ks), ('vs', vs), ('betas', betas)):
         if not isinstance(xs, (list, tuple)):
@@ -208,7 +222,19 @@ def delta_delta(q:Tensor, # queries (B, T, H, D), already feature-mapped
                 impl:str="auto", # "naive", "torch" or "auto"
                 g:Tensor|None=None, # log decay (B, T, H), <= 0, of the first fast matrix S1 (gated delta rule)
                ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
-    "Delta Delta Net: a delta-rule fast net whose output is the query, key, value and β of a second one."
+    """Delta Delta Net: a delta-rule fast net whose output is the query, key, value and β of a second one.
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import delta_delta, elu_sumnorm
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> q, k = elu_sumnorm(torch.randn(B, T, H, D)), elu_sumnorm(torch.randn(B, T, H, D))
+    >>> v, beta = torch.randn(B, T, H, 3 * D + 1), torch.rand(B, T, H)   # the second net's q, k, v and beta
+    >>> out, (S1, S2) = delta_delta(q, k, v, beta, output_final_state=True)
+    >>> out.shape, S1.shape, S2.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 25]), torch.Size([2, 4, 8, 8]))
+    """
     op = "delta_delta"
     specs = {'q': (q, "B T H D"), 'k': (k, "B T H D"), 'beta': (beta, "B T H")}
     if g is not None: specs['g'] = (g, "B T H")
@@ -359,7 +385,22 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
               impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
               g:Tensor|None=None, # log decay (B, T, H), <= 0, of the feedforward fast matrix S (gated delta rule)
              ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and the final state (or None)
-    "Delta RNN: y_t = S_tᵀq_t + R_tᵀ softmax(y_{t-1}), both fast matrices written by the delta rule (S optionally decayed by exp(g_t))."
+    """Delta RNN: y_t = S_tᵀq_t + R_tᵀ softmax(y_{t-1}), both fast matrices written by the delta rule (S optionally decayed by exp(g_t)).
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import delta_rnn, elu_sumnorm, softmax_fm
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> x = lambda: torch.randn(B, T, H, D)
+    >>> q, k, v, beta = elu_sumnorm(x()), elu_sumnorm(x()), x(), torch.rand(B, T, H)
+    >>> kr, vr, beta_r = softmax_fm(x()), x(), torch.rand(B, T, H)            # the recurrent fast matrix's writes
+    >>> out, (S, R, y) = delta_rnn(q, k, v, beta, kr, vr, beta_r, output_final_state=True)
+    >>> out.shape, S.shape, R.shape, y.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 8]), torch.Size([2, 4, 8, 8]), torch.Size([2, 4, 8]))
+    >>> torch.allclose(y, out[:, -1])                  # the state carries the last output
+    True
+    """
     op = "delta_rnn"
     specs = {'q': (q, "B T H D"), 'k': (k, "B T H D"), 'v': (v, "B T H D"), 'beta': (beta, "B T H"),
              'kr': (kr, "B T H D"), 'vr': (vr, "B T H D"), 'beta_r': (beta_r, "B T H")}
@@ -517,7 +558,20 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
                impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
                g:Tensor|None=None, # log decays (B, T, H, 3), <= 0, of the three feedforward matrices S (gated delta rule)
               ) -> tuple[Tensor, tuple|None]: # outputs h (B, T, H, D) and the final state (or None)
-    "Delta LSTM: gates from three Delta Nets plus three recurrent fast matrices read with softmax(h_{t-1})."
+    """Delta LSTM: gates from three Delta Nets plus three recurrent fast matrices read with softmax(h_{t-1}).
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import delta_lstm, elu_sumnorm, softmax_fm
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> x = lambda: torch.randn(B, T, H, 3, D)                                 # one slice per gate: i, u, o
+    >>> q, k, v, beta = elu_sumnorm(x()), elu_sumnorm(x()), x(), torch.rand(B, T, H, 3)
+    >>> kr, vr, beta_r = softmax_fm(x()), x(), torch.rand(B, T, H, 3)
+    >>> h, (S, R, h_T, c_T) = delta_lstm(q, k, v, beta, kr, vr, beta_r, output_final_state=True)
+    >>> h.shape, S.shape, c_T.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 3, 8, 8]), torch.Size([2, 4, 8]))
+    """
     op = "delta_lstm"
     specs = {'q': (q, "B T H 3 D"), 'k': (k, "B T H 3 D"), 'v': (v, "B T H 3 D"), 'beta': (beta, "B T H 3"),
              'kr': (kr, "B T H 3 D"), 'vr': (vr, "B T H 3 D"), 'beta_r': (beta_r, "B T H 3")}

@@ -131,7 +131,20 @@ def linear_attention(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
                      chunk_size:int=64, # steps per chunk in the "torch" and "triton" impls
                      eps:float=1e-6, # added to the normaliser
                     ) -> tuple[Tensor, Tensor|None]: # outputs (B, T, H, Dv) and the final state (or None)
-    "Sum-rule fast weights (linear attention): S_t = S_{t-1} + k_t v_tᵀ, o_t = S_tᵀ q_t."
+    """Sum-rule fast weights (linear attention): S_t = S_{t-1} + k_t v_tᵀ, o_t = S_tᵀ q_t.
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import linear_attention, elu_p1
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> q, k, v = elu_p1(torch.randn(B, T, H, D)), elu_p1(torch.randn(B, T, H, D)), torch.randn(B, T, H, D)
+    >>> out, S = linear_attention(q, k, v, output_final_state=True)
+    >>> out.shape, S.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 8]))
+    >>> torch.allclose(out, linear_attention(q, k, v, impl="naive")[0], atol=1e-4)
+    True
+    """
     op = "linear_attention"
     dims = check_shapes({'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V")}, op=op)
     Vs = dims['V'] + int(normalize)

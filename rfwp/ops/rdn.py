@@ -213,7 +213,22 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                          beta_range:float=1.0, # β = beta_range·σ(·), in (0, 2]: 2 gives the transitions negative eigenvalues
                          g:Tensor|None=None, # log decays (B, T, H): S_{t-1} is scaled by α_t = exp(g_t) before step t; None: no decay
                         ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and (S_T, y_T) or None
-    "Recurrent Delta Net: softmax q, k, value and σ(β) from x_t + tanh(y_{t-1}) R, delta rule (optionally decayed), y_t = S_tᵀ q_t."
+    """Recurrent Delta Net: softmax q, k, value and σ(β) from x_t + tanh(y_{t-1}) R, delta rule (optionally decayed), y_t = S_tᵀ q_t.
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import recurrent_delta_rule, init_rdn_weights
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> xq, xk, xv, xb = torch.randn(B, T, H, D), torch.randn(B, T, H, D), torch.randn(B, T, H, D), torch.randn(B, T, H)
+    >>> R_q, R_k, R_v, r_b = init_rdn_weights(H, D)    # the slow recurrent weights (a layer's parameters)
+    >>> out, (S, y) = recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, output_final_state=True)
+    >>> out.shape, S.shape, y.shape
+    (torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 8]), torch.Size([2, 4, 8]))
+    >>> g = -torch.rand(B, T, H)                        # a decay exp(g) of the fast weights (gated delta rule)
+    >>> recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, g=g)[0].shape
+    torch.Size([2, 10, 4, 8])
+    """
     op = "recurrent_delta_rule"
     if isinstance(beta_range, bool) or not isinstance(beta_range, (int, float)) or not 0 < beta_range <= 2:
         raise ValueError(f"{op}: `beta_range` must be a number in (0, 2], got {beta_range!r}")

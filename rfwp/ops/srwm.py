@@ -141,7 +141,19 @@ def srwm(x:Tensor, # inputs (B, T, H, D), already feature-mapped (the layer pass
          output_final_state:bool=False, # also return ΔW_T
          impl:str="auto", # "naive", "torch" or "auto" (= "torch")
         ) -> tuple[Tensor, Tensor|None]: # outputs y (B, T, H, D_y) and ΔW_T or None
-    "Self-referential weight matrix: [y, k, q, β] = W_{t-1}ᵀ x_t; W_t = W_{t-1} + k_t (β̃_t ⊙ W_{t-1}ᵀ(q_t − k_t))ᵀ."
+    """Self-referential weight matrix: [y, k, q, β] = W_{t-1}ᵀ x_t; W_t = W_{t-1} + k_t (β̃_t ⊙ W_{t-1}ᵀ(q_t − k_t))ᵀ.
+
+    Example:
+
+    >>> import torch
+    >>> from rfwp.ops import srwm, init_srwm_weights
+    >>> B, T, H, D = 2, 10, 4, 8
+    >>> W = init_srwm_weights(H, D)                     # W_0 (H, D, E): columns [y | k | q | beta], E = D_y + 2D + 4
+    >>> x = torch.softmax(torch.randn(B, T, H, D), -1)
+    >>> y, dW = srwm(x, W, output_final_state=True)
+    >>> W.shape, y.shape, dW.shape
+    (torch.Size([4, 8, 28]), torch.Size([2, 10, 4, 8]), torch.Size([2, 4, 8, 28]))
+    """
     op = "srwm"
     dims = check_shapes({'x': (x, "B T H D"), 'W': (W, "H D E"), 'initial_state': (initial_state, "B H D E")}, op=op)
     if dims["E"] <= 2 * dims["D"] + 4:
