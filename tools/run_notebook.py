@@ -2,6 +2,7 @@
 
     python tools/run_notebook.py nbs/02_delta_rule.ipynb              # run it; slow/cuda cells keep their stored outputs
     python tools/run_notebook.py nbs/10_benchmarks.ipynb --flags slow  # also run the `slow` cells, store and print their results
+    python tools/run_notebook.py nbs/09_atari.ipynb --flags slow --cells ppovs002   # of the slow cells, only this one
     python tools/run_notebook.py --all                                 # every notebook of nbs/
 
 Cells run top to bottom in a fresh IPython shell (execnb, as `nbdev-test` runs them), in nbs/, with
@@ -41,8 +42,9 @@ def tidy(nb) -> list[str]:
                     o["data"][k] = _tidy_text("".join(v) if isinstance(v, list) else v)
     return warnings
 
-def run(path:Path, flags:list[str]) -> int:
-    "Execute notebook `path` in place (cells flagged with other flags keep their outputs); 0 on success."
+def run(path:Path, flags:list[str], cells:list[str]=()) -> int:
+    """Execute notebook `path` in place (cells flagged with other flags keep their outputs; with `cells`, so do the
+    flagged cells whose ids are not in it); 0 on success."""
     from fastcore.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from nbdev.config import get_config
@@ -58,7 +60,10 @@ def run(path:Path, flags:list[str]) -> int:
     def flagged(c):   # the `#| slow` style flags of a cell
         first = [l for l in c.source.splitlines() if l.startswith("#|")]
         return {w for l in first for w in l[2:].split() if w in all_flags}
-    def skip(c): return c.cell_type != "code" or c.get("id") in not_run
+    missing = set(cells) - {c.get("id") for c in nb.cells}
+    if missing:
+        sys.stderr.write(f"{path.name}: no cell with id {', '.join(sorted(missing))}\n"); return 1
+    def skip(c): return c.cell_type != "code" or c.get("id") in not_run or bool(cells and flagged(c) and c.get("id") not in cells)
     kept = {c.get("id"): c.get("outputs", []) for c in nb.cells if c.cell_type == "code" and skip(c)}
     os.environ.pop("IN_TEST", None)
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
@@ -92,6 +97,7 @@ def make_parser() -> argparse.ArgumentParser:
     ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (paths)")
     ap.add_argument("--all", action="store_true", help="every notebook of nbs/ (those starting with _ left out)")
     ap.add_argument("--flags", default="", help="space- or comma-separated tst_flags whose cells also run (and print), e.g. 'slow'")
+    ap.add_argument("--cells", default="", help="comma-separated cell ids: of the flagged cells, run only these (the others keep their outputs)")
     return ap
 
 def main(argv=None) -> int:
@@ -104,11 +110,11 @@ def main(argv=None) -> int:
     flags = [f for f in re.split(r"[ ,]+", a.flags) if f]
     status = 0
     for p in nbs:   # one process per notebook: a fresh shell and fresh imports each time
-        r = subprocess.run([sys.executable, __file__, "--one", str(p.resolve()), "--flags", ",".join(flags)])
+        r = subprocess.run([sys.executable, __file__, "--one", str(p.resolve()), "--flags", ",".join(flags), "--cells", a.cells])
         status |= r.returncode
     return status
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--one"]:
-        sys.exit(run(Path(sys.argv[2]), [f for f in sys.argv[4].split(",") if f]))
+        sys.exit(run(Path(sys.argv[2]), [f for f in sys.argv[4].split(",") if f], [c for c in sys.argv[6].split(",") if c]))
     sys.exit(main())

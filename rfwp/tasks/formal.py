@@ -136,6 +136,7 @@ register_task("formal", "state", FORMAL_SRC_VOCAB, FORMAL_TGT_VOCAB,
 VARIANTS = {  # name -> TrainConfig overrides
     "lstm": dict(model="lstm"), "transformer": dict(model="transformer"), "linear": dict(model="linear"),
     "delta": dict(model="delta"), "delta-neg": dict(model="delta", beta_range=2.0),
+    "delta-neg-l2": dict(model="delta", beta_range=2.0, qk_norm="l2"),
     "delta-gate": dict(model="delta", gate=True), "delta-gate-neg": dict(model="delta", gate=True, beta_range=2.0),
     "delta_rnn": dict(model="delta_rnn"), "delta_rnn-neg": dict(model="delta_rnn", beta_range=2.0),
     "delta_lstm": dict(model="delta_lstm"), "rdn": dict(model="rdn"), "rdn-neg": dict(model="rdn", beta_range=2.0),
