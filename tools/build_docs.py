@@ -141,18 +141,13 @@ def source_link(sym):
     if not f.is_file(): return None
     return f"{d['settings']['git_url']}/blob/{d['settings']['branch']}/{rel}#L{line}"
 
-# a subscript: braced (S_{t-1}, R_{g,t}) or one character (S_t, β_t), with a transpose mark ᵀ after it or not
-_TEX_SUB = re.compile(r"(?<![\w$\\])(?:([A-Za-z][A-Za-z]?)_\{([^{}$`]+)\}|([A-Za-zα-ωΔ])_([A-Za-z0-9])(?=ᵀ|\W|$))(ᵀ?)")
-
-def _tex_sub(m):
-    "A matched subscript as inline maths."
-    base, sub = (m[1], m[2]) if m[1] else (m[3], m[4])
-    return "$" + base + "_{" + sub + "}" + ("^\\top" if m[5] else "") + "$"
+_TEX_SUB = re.compile(r"(?<![\w$\\])([A-Za-z][A-Za-z]?)_\{([^{}$`]+)\}")   # S_{t-1}, R_{g,t}: a subscript in braces
 
 def _md_text(s):
     """Escape tag-like `<` outside code spans (a docstring's `runs/<task>` is text, not an HTML tag), and typeset
-    a subscript (`S_{t-1}`, `β_t`, `k_tᵀ`) as maths, which plain text would show raw."""
-    return "".join(p if p.startswith("`") else _TEX_SUB.sub(_tex_sub, re.sub(r"<(?=[A-Za-z/!?])", "&lt;", p))
+    a braced subscript (`S_{t-1}`) as maths, which plain text would show raw (a one-character one, `S_t`, stays
+    text: parameter names such as `R_q` share its form)."""
+    return "".join(p if p.startswith("`") else _TEX_SUB.sub(r"$\1_{\2}$", re.sub(r"<(?=[A-Za-z/!?])", "&lt;", p))
                    for p in re.split(r"(`[^`]*`)", s))
 
 def _doc_md(doc):
