@@ -1,12 +1,12 @@
 """The notebooks are committed with their outputs, as a reader should see them (on GitHub and on the site, which
 renders the stored outputs): every cell that prints, plots or shows a value has them, and they are tidy."""
-import ast, json, re
+import ast, json, re, tomllib
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = sorted(p for p in (ROOT/"nbs").glob("*.ipynb") if not p.name.startswith(("_", ".")))
-FLAGS = ("slow", "cuda")   # tst_flags of pyproject.toml: such cells need not have run
+FLAGS = tomllib.loads((ROOT/"pyproject.toml").read_text())["tool"]["nbdev"]["tst_flags"].split()   # such cells need not have run
 
 def _flagged(src): return any(l.startswith("#|") and set(l[2:].split()) & set(FLAGS) for l in src.splitlines())
 
