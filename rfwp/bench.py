@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/benchmarks.html.md"""
 
 # %% ../nbs/10_benchmarks.ipynb #87922022
 from __future__ import annotations
-import gc, inspect, math, platform
+import gc, inspect, math, os, platform, time
 import torch
 from .utils import bench, peak_memory, sgemm_gflops
 from .ops.linear import elu_p1, elu_sumnorm
@@ -91,7 +91,7 @@ def bench_ops(ops=tuple(CASES), # which cases to run
     "Time forward+backward of every (op, shape, impl); return rows and this machine's sgemm rate."
     import rfwp.ops as ops_mod
     torch.manual_seed(0)
-    rows = []
+    rows, load0 = [], os.getloadavg()[0]
     gf = sgemm_gflops(1024)
     log(f"sgemm (fp32, 1024³): {gf:.1f} GFLOP/s, torch threads: {torch.get_num_threads()}")
     for name in ops:
@@ -120,7 +120,8 @@ def bench_ops(ops=tuple(CASES), # which cases to run
         row["speedup"] = base["seconds"] / row["seconds"]
         if memory and row.get("peak_mib") and base.get("peak_mib"): row["mem_ratio"] = row["peak_mib"] / base["peak_mib"]
     return dict(rows=rows, sgemm_gflops=gf, threads=torch.get_num_threads(), torch=torch.__version__,
-                machine=platform.machine(), processor=platform.processor())
+                machine=platform.machine(), processor=platform.processor(), cores=os.cpu_count(),
+                load=(load0, os.getloadavg()[0]), date=time.strftime("%Y-%m-%d"))
 
 # %% ../nbs/10_benchmarks.ipynb #64b50d8f
 def format_table(res:dict) -> str:
@@ -134,4 +135,5 @@ def format_table(res:dict) -> str:
         out.append(f"| {r['op']} | ({r['B']}, {r['H']}, {r['T']}, {r['D']}) | {r['impl']} | {r['seconds']*1e3:.1f} | "
                    f"{r['tokens_per_s']:,.0f} | {r['speedup']:.1f} | {pk} | {mr} | {fl} |")
     out.append(f"\nsgemm rate measured in the same run: {res['sgemm_gflops']:.1f} GFLOP/s (fp32, 1024³, {res['threads']} threads, torch {res['torch']})")
+    if "load" in res: out.append(f"Run on {res['date']}, {res['cores']} CPU cores, 1-minute load average {res['load'][0]:.1f} at the start and {res['load'][1]:.1f} at the end.")
     return "\n".join(out)

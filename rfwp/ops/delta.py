@@ -19,12 +19,12 @@ def delta_rule_naive(q, k, v, beta, S0, g=None):
     "Per-step reference: S_t = α_t S_{t-1} + β_t k_t (v_t − α_t S_{t-1}ᵀk_t)ᵀ with α_t = exp(g_t) (1 when `g` is None), o_t = S_tᵀ q_t."
     S = S0                                                              # (B, H, K, V)
     outs = []
-    for t in range(q.shape[1]):
-        if g is not None: S = g[:, t, :, None, None].exp() * S          # decay first, then read and write
-        k_t, b_t = k[:, t], beta[:, t, :, None]                          # (B, H, K), (B, H, 1)
+    gs = [None] * q.shape[1] if g is None else g.unbind(1)
+    for q_t, k_t, v_t, b_t, g_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), beta.unbind(1), gs):
+        if g_t is not None: S = g_t[..., None, None].exp() * S          # decay first, then read and write
         v_old = torch.einsum('bhkv,bhk->bhv', S, k_t)                   # (B, H, V)
-        S = S + torch.einsum('bhk,bhv->bhkv', k_t, b_t * (v[:, t] - v_old))
-        outs.append(torch.einsum('bhkv,bhk->bhv', S, q[:, t]))          # (B, H, V)
+        S = S + torch.einsum('bhk,bhv->bhkv', k_t, b_t[..., None] * (v_t - v_old))
+        outs.append(torch.einsum('bhkv,bhk->bhv', S, q_t))              # (B, H, V)
     return torch.stack(outs, dim=1), S                                  # (B, T, H, V), (B, H, K, V)
 
 # %% ../../nbs/02_delta_rule.ipynb #4dd3a9be

@@ -30,6 +30,13 @@ def _read(S, q):
     "Read-out Sᵀq, batched over leading dims."
     return torch.einsum('...kv,...k->...v', S, q)                       # (..., V)
 
+def _time_steps(*xs):
+    """Split (B, T, ...) tensors into their T time steps, for the per-step references (`None` gives `None` at every step).
+    `x.unbind(1)` is one autograd node whose backward stacks the T step gradients once; indexing `x[:, t]` in the loop
+    would make every step's backward add a zero-padded gradient as large as all of `x`, O(T²) work in all."""
+    T = next(x for x in xs if x is not None).shape[1]
+    return [[None] * T if x is None else x.unbind(1) for x in xs]
+
 # %% ../../nbs/03_fast_nets.ipynb #bf29ed08
 def _check(specs, op, **known):
     "`check_shapes` that also rejects a missing (None) required tensor."
@@ -82,13 +89,13 @@ def delta_mlp_naive(q:Tensor, # raw queries (B, T, H, D)
                    ) -> tuple: # outputs (B, T, H, D) and the 2N final fast matrices
     "Per-step reference: at every step write then run each fast layer of the residual MLP."
     Ss, outs = list(S0s), []
-    for t in range(q.shape[1]):
-        x, gt = q[:, t], None if g is None else g[:, t]                 # (B, H, D), (B, H)
+    ks, vs, betas = [[x.unbind(1) for x in xs] for xs in (ks, vs, betas)]      # time steps (see `_time_steps`)
+    for t, (x, gt) in enumerate(zip(*_time_steps(q, g))):                    # (B, H, D), (B, H)
         for l in range(len(Ss) // 2):
             i, j = 2 * l, 2 * l + 1
-            Ss[i] = _write(Ss[i], ks[i][:, t], vs[i][:, t], betas[i][:, t], gt)
+            Ss[i] = _write(Ss[i], ks[i][t], vs[i][t], betas[i][t], gt)
             z = _read(Ss[i], elu_sumnorm(_layer_norm(x, ln_w[l], ln_b[l])))  # (B, H, F)
-            Ss[j] = _write(Ss[j], ks[j][:, t], vs[j][:, t], betas[j][:, t], gt)
+            Ss[j] = _write(Ss[j], ks[j][t], vs[j][t], betas[j][t], gt)
             x = x + _read(Ss[j], elu_sumnorm(z))                        # (B, H, D)
         outs.append(x)
     return torch.stack(outs, dim=1), tuple(Ss)
@@ -196,9 +203,9 @@ def delta_delta_naive(q:Tensor, # queries (B, T, H, D), mapped
                      ) -> tuple: # outputs (B, T, H, D) and (S1, S2)
     "Per-step reference of the Delta Delta Net."
     D, outs = q.shape[-1], []
-    for t in range(q.shape[1]):
-        S1 = _write(S1, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])
-        q2, k2, v2, b2 = _read(S1, q[:, t]).split([D, D, D, 1], -1)     # (B, H, D) ×3, (B, H, 1)
+    for q_t, k_t, v_t, b_t, g_t in zip(*_time_steps(q, k, v, beta, g)):
+        S1 = _write(S1, k_t, v_t, b_t, g_t)
+        q2, k2, v2, b2 = _read(S1, q_t).split([D, D, D, 1], -1)         # (B, H, D) ×3, (B, H, 1)
         S2 = _write(S2, elu_sumnorm(k2), v2, torch.sigmoid(b2[..., 0]))
         outs.append(_read(S2, elu_sumnorm(q2)))                         # (B, H, D)
     return torch.stack(outs, dim=1), (S1, S2)
@@ -269,10 +276,10 @@ def delta_rnn_naive(q:Tensor, # queries (B, T, H, D), mapped
                    ) -> tuple: # outputs (B, T, H, D) and (S, R, y)
     "Per-step reference of the Delta RNN."
     S, R, y, outs = S0, R0, y0, []
-    for t in range(q.shape[1]):
-        S = _write(S, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])   # feedforward fast matrix
-        R = _write(R, kr[:, t], vr[:, t], beta_r[:, t])                 # recurrent fast matrix
-        y = _read(S, q[:, t]) + _read(R, torch.softmax(y, -1))          # (B, H, D)
+    for q_t, k_t, v_t, b_t, kr_t, vr_t, br_t, g_t in zip(*_time_steps(q, k, v, beta, kr, vr, beta_r, g)):
+        S = _write(S, k_t, v_t, b_t, g_t)                               # feedforward fast matrix
+        R = _write(R, kr_t, vr_t, br_t)                                 # recurrent fast matrix
+        y = _read(S, q_t) + _read(R, torch.softmax(y, -1))              # (B, H, D)
         outs.append(y)
     return torch.stack(outs, dim=1), (S, R, y)
 
@@ -446,11 +453,11 @@ def delta_lstm_naive(q:Tensor, # queries (B, T, H, 3, D), mapped, gates (i, u, o
                     ) -> tuple: # outputs (B, T, H, D) and (S, R, h, c)
     "Per-step reference of the Delta LSTM."
     S, R, h, c, outs = S0, R0, h0, c0, []
-    for t in range(q.shape[1]):
-        S = _write(S, k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])   # W_i, W_u, W_o
-        R = _write(R, kr[:, t], vr[:, t], beta_r[:, t])                 # R_i, R_u, R_o
-        s = torch.softmax(h, -1)[:, :, None].expand_as(q[:, t])         # (B, H, 3, D), one query for all gates
-        a = _read(S, q[:, t]) + _read(R, s)                             # (B, H, 3, D)
+    for q_t, k_t, v_t, b_t, kr_t, vr_t, br_t, g_t in zip(*_time_steps(q, k, v, beta, kr, vr, beta_r, g)):
+        S = _write(S, k_t, v_t, b_t, g_t)                               # W_i, W_u, W_o
+        R = _write(R, kr_t, vr_t, br_t)                                 # R_i, R_u, R_o
+        s = torch.softmax(h, -1)[:, :, None].expand_as(q_t)             # (B, H, 3, D), one query for all gates
+        a = _read(S, q_t) + _read(R, s)                                 # (B, H, 3, D)
         i, u, o = torch.sigmoid(a[:, :, 0]), a[:, :, 1], torch.sigmoid(a[:, :, 2])
         c = i * u + (1 - i) * c                                         # (B, H, D)
         h = o * c

@@ -56,9 +56,9 @@ def linear_attention_naive(q, k, v, S0):
     "Per-step reference of the sum rule: S_t = S_{t-1} + k_t v_tᵀ, o_t = S_tᵀ q_t."
     S = S0                                                              # (B, H, K, V)
     outs = []
-    for t in range(q.shape[1]):
-        S = S + torch.einsum('bhk,bhv->bhkv', k[:, t], v[:, t])
-        outs.append(torch.einsum('bhkv,bhk->bhv', S, q[:, t]))          # (B, H, V)
+    for q_t, k_t, v_t in zip(q.unbind(1), k.unbind(1), v.unbind(1)):  # time steps, (B, H, ·) each
+        S = S + torch.einsum('bhk,bhv->bhkv', k_t, v_t)
+        outs.append(torch.einsum('bhkv,bhk->bhv', S, q_t))              # (B, H, V)
     return torch.stack(outs, dim=1), S                                  # (B, T, H, V), (B, H, K, V)
 
 # %% ../../nbs/01_linear_attention.ipynb #ad54b3c8

@@ -44,13 +44,14 @@ def recurrent_delta_rule_naive(xq:Tensor, # query pre-activations (B, T, H, D)
                               ) -> tuple[Tensor, Tensor, Tensor]: # o (B, T, H, D), S_T, y_T
     "Per-step reference of the RDN; autograd provides the backward."
     S, y, outs = S0, y0, []
-    for t in range(xq.shape[1]):
+    gs = [None] * xq.shape[1] if g is None else g.unbind(1)                     # time steps by unbind (see 03's `_time_steps`)
+    for xq_t, xk_t, xv_t, xb_t, g_t in zip(xq.unbind(1), xk.unbind(1), xv.unbind(1), xb.unbind(1), gs):
         h = torch.tanh(y)                                                       # (B, H, D)
-        q = torch.softmax(xq[:, t] + torch.einsum('bhi,hij->bhj', h, R_q), -1)  # (B, H, D)
-        k = torch.softmax(xk[:, t] + torch.einsum('bhi,hij->bhj', h, R_k), -1)  # (B, H, D)
-        v = xv[:, t] + torch.einsum('bhi,hij->bhj', h, R_v)                     # (B, H, D)
-        beta = beta_range * torch.sigmoid(xb[:, t] + (h * r_b).sum(-1))         # (B, H)
-        if g is not None: S = g[:, t, :, None, None].exp() * S                 # decay first (Gated DeltaNet)
+        q = torch.softmax(xq_t + torch.einsum('bhi,hij->bhj', h, R_q), -1)      # (B, H, D)
+        k = torch.softmax(xk_t + torch.einsum('bhi,hij->bhj', h, R_k), -1)      # (B, H, D)
+        v = xv_t + torch.einsum('bhi,hij->bhj', h, R_v)                         # (B, H, D)
+        beta = beta_range * torch.sigmoid(xb_t + (h * r_b).sum(-1))             # (B, H)
+        if g_t is not None: S = g_t[..., None, None].exp() * S                 # decay first (Gated DeltaNet)
         v_bar = torch.einsum('bhij,bhi->bhj', S, k)                             # S_{t-1}ᵀ k (after the decay)
         S = S + beta[..., None, None] * torch.einsum('bhi,bhj->bhij', k, v - v_bar)
         y = torch.einsum('bhij,bhi->bhj', S, q)                                 # S_tᵀ q

@@ -47,8 +47,8 @@ def srwm_naive(x:Tensor, # inputs (B, T, H, D), already feature-mapped
     D, E = x.shape[-1], W.shape[-1]
     sizes = srwm_sizes(D, E)
     M, outs = W + dW0, []                                                   # W_t, (B, H, D, E)
-    for t in range(x.shape[1]):
-        a = torch.einsum('bhde,bhd->bhe', M, x[:, t])                       # W_{t-1}ᵀ x_t
+    for x_t in x.unbind(1):                                                 # time steps by unbind (see 03's `_time_steps`)
+        a = torch.einsum('bhde,bhd->bhe', M, x_t)                           # W_{t-1}ᵀ x_t
         y, ak, aq, ab = a.split(sizes, -1)
         k, q, beta = ak.softmax(-1), aq.softmax(-1), ab.sigmoid()
         u = torch.einsum('bhde,bhd->bhe', M, q - k)                         # v_t − v̄_t
