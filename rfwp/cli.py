@@ -415,8 +415,11 @@ def cmd_bench_ops(a:argparse.Namespace) -> int:
     if bad := [x for x in ops if x not in CASES]: raise ValueError(f"--ops: unknown op(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
     shapes = _shapes(a.shapes, "--shapes") if a.shapes else DEFAULT_SHAPES
     seq = _shapes(a.seq_shapes, "--seq-shapes") if a.seq_shapes is not None else SEQ_SHAPES
+    impls = tuple(x for x in a.impls.split(",") if x)
+    if not impls or (bad := [x for x in impls if x not in ("naive", "torch", "triton")]):
+        raise ValueError(f"--impls: expected comma-separated names of naive, torch, triton, got {a.impls!r}")
     if a.threads: torch.set_num_threads(a.threads)
-    res = bench_ops(ops, shapes, seq, tuple(a.impls.split(",")), a.reps, not a.no_memory, log=lambda *x: print(*x, file=sys.stderr, flush=True))
+    res = bench_ops(ops, shapes, seq, impls, a.reps, not a.no_memory, log=lambda *x: print(*x, file=sys.stderr, flush=True))
     print(format_table(res))
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
     return 0
@@ -472,6 +475,14 @@ def task_parser(argv:list[str]) -> tuple[argparse.ArgumentParser, list[str]]|Non
     if argv[:1] == ["bench"]: return bench_parser(), argv[1:]
     return None
 
+def _check_outputs(a:argparse.Namespace):
+    "Refuse an output file (`--json FILE`, `--out PREFIX`) that cannot be written before any work starts, not after it."
+    for opt in ("json", "out"):
+        if not isinstance(p := getattr(a, opt, None), str): continue      # `--json` is a flag in some commands
+        p = Path(p); d = p.parent if opt == "json" else Path(str(p) + ".md").parent
+        if opt == "json" and p.is_dir(): raise ValueError(f"--{opt}: {p} is a folder; give a file name")
+        if not d.is_dir(): raise ValueError(f"--{opt}: the folder {d} does not exist")
+
 def main(argv:list[str]|None=None) -> int:
     "The `rfwp` console script; returns the exit status (2 with one line on stderr for every expected failure)."
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -480,7 +491,9 @@ def main(argv:list[str]|None=None) -> int:
         parser = make_parser(); a = parser.parse_args(argv)
         parser = subparser(parser, a.command)
     prog = parser.prog + (f" {a.what}" if getattr(a, "what", None) else "")
-    try: return a.func(a)
+    try:
+        _check_outputs(a)
+        return a.func(a)
     except (CheckpointError, RunFileError, ValueError, ImportError) as e:   # the data errors of `rfwp.tasks.lm` are ValueErrors
         print(f"{prog}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:   # outside a training loop (which stops cleanly itself), or a second Ctrl-C

@@ -96,6 +96,21 @@ def test_bad_values_fail_at_once(argv, word, tmp_path):
     assert code == 2 and word in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "d").exists()   # nothing was started
 
+@pytest.mark.parametrize("argv,word", [
+    (["bench", "ops", "--impls", "naive,fast"], "--impls"),
+    (["bench", "ops", "--json", "{tmp}/missing/x.json"], "--json"),
+    (["bench", "ops", "--json", "{tmp}"], "is a folder"),
+    (["bench", "formal", "--json", "{tmp}/missing/x.json"], "--json"),
+    (["bench", "lm-speed", "--out", "{tmp}/missing/x"], "--out"),
+    (["eval", "atari", "{tmp}", "--json", "{tmp}/missing/x.json"], "--json"),
+])
+def test_bad_bench_options_fail_before_any_work(argv, word, tmp_path):
+    "An output file that cannot be written, or an unknown impl, fails in one line before the benchmark runs (not after it)."
+    code, out, err = run(*[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and word in err and "Traceback" not in err, err
+    assert out == ""                                                  # no table: nothing was measured
+    assert not (tmp_path / "missing").exists()
+
 # ---------------------------------------------------------------- runs
 
 @pytest.fixture(scope="module")
