@@ -177,8 +177,8 @@ def gated_delta_chunked(q:Tensor, # queries (B, T, H, K), mapped, in the compute
     Qg = Q * gam.exp()[..., None]
     Kd = K * (gam[..., -1:] - gam).exp()[..., None]                    # diag(e^{γ_C − γ}) K
     S, outs = S0, []
-    for i in range(Q.shape[0]):
-        U = Ut[i] - W[i] @ S                                            # (B, H, C, V)
-        outs.append(Qg[i] @ S + P[i] @ U)
-        S = gam[i][..., -1, None, None].exp() * S + Kd[i].transpose(-1, -2) @ U
+    for Ut_i, W_i, Qg_i, P_i, Kd_i, a_i in zip(*(x.unbind(0) for x in (Ut, W, Qg, P, Kd, gam[..., -1].exp()))):  # chunks (unbind: see 01)
+        U = Ut_i - W_i @ S                                              # (B, H, C, V)
+        outs.append(Qg_i @ S + P_i @ U)
+        S = a_i[..., None, None] * S + Kd_i.transpose(-1, -2) @ U
     return from_chunks(torch.stack(outs), T), S
