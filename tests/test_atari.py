@@ -374,6 +374,23 @@ def test_gpu_preset_runs_on_cpu_with_a_tiny_budget(tmp_path):
     res = train(cfg, tmp_path / "r", device="cpu", progress=False, log=lambda *a, **k: None)
     assert res["update"] == 2 and _rows(tmp_path / "r")[-1]["live_features"] > 0
 
+def test_one_frame_observations(tmp_path):
+    "frame_stack=1 (Pong where the ball's motion is not in the observation): the env, the encoder, training and eval agree on it."
+    env = AtariEnvs("pong", 2, stack=1)
+    o = env.reset(seed=3); o2, *_ = env.step(torch.zeros(2, dtype=torch.long)); env.close()
+    assert o.shape == o2.shape == (2, 1, 84, 84)
+    four = AtariEnvs("pong", 2); o4 = four.reset(seed=3); o4, *_ = four.step(torch.zeros(2, dtype=torch.long)); four.close()
+    assert torch.equal(o2[:, 0], o4[:, -1])                    # the one frame is the newest of the usual four
+    cfg = make_config("laptop", **{**TINY, "game": "breakout", "frame_stack": 1})   # Breakout: short random games, a quick eval
+    train(cfg, tmp_path / "r", progress=False, log=lambda *a, **k: None)
+    net, rc = load_agent(tmp_path / "r")
+    assert rc["frame_stack"] == 1 and net.cfg.frame_stack == 1 and net.encoder.net[0].in_channels == 1
+    from rfwp.tasks.atari import evaluate
+    res = evaluate(net, "breakout", 2, greedy=False)             # plays with one-frame observations (a 4-frame env would not fit)
+    assert res["episodes"] == 2 and len(res["scores"]) == 2
+    with pytest.raises(ValueError, match="frame_stack: must be an int from 1 to 8"): make_config("laptop", frame_stack=0).validate()
+    assert AgentConfig(**{k: v for k, v in AgentConfig().__dict__.items() if k != "frame_stack"}).frame_stack == 4   # old checkpoints
+
 # ---------------------------------------------------------------- the PPO learner (algo="ppo")
 def test_ppo_learner_learns_a_pixel_bandit(tmp_path):
     # the same stand-in game as the IMPALA test above; a random policy scores 3.3, a sign or ratio error stays there

@@ -48,33 +48,35 @@ def resolve_game(name:str, # e.g. "pong", "Pong", "SpaceInvaders", "ALE/Pong-v5"
 
 # %% ../../nbs/09_atari.ipynb #e9dc2988
 class AtariEnvs:
-    "`n` Atari games stepped together by ALE's C++ vector env (84×84 gray, frame skip 4, 4 stacked frames)."
+    "`n` Atari games stepped together by ALE's C++ vector env (84×84 gray, frame skip 4, `stack` stacked frames)."
     def __init__(self, game:str, # an ALE game name (see `resolve_game`)
                  n:int, # number of games played at once
                  noop_max:int=30, # up to this many no-op actions at the start of an episode
                  episodic_life:bool=False, # signal `done` at the loss of a life (the score still runs per game)
                  threads:int=1, # C++ threads stepping the games
                  max_frames:int=108_000, # emulator frames after which an episode is cut
+                 stack:int=4, # frames per observation, oldest first (1: a single frame, motion is not visible)
                 ):
         AtariVectorEnv = require("ale_py.vector_env", "atari", "Atari").AtariVectorEnv
         if not isinstance(n, int) or n < 1: raise ValueError(f"n_envs: must be a positive int, got {n!r}")
         self.game, self.n = resolve_game(game), n
         self.env = AtariVectorEnv(self.game, num_envs=n, num_threads=threads, noop_max=noop_max,
                                   episodic_life=False, reward_clipping=False, autoreset_mode="SameStep",
-                                  repeat_action_probability=0.0, max_num_frames_per_episode=max_frames)
+                                  repeat_action_probability=0.0, max_num_frames_per_episode=max_frames,
+                                  stack_num=stack)
         self.episodic_life = episodic_life
         self.n_actions = int(self.env.single_action_space.n)
         self.score, self.steps = np.zeros(n), np.zeros(n, dtype=np.int64)
 
     def reset(self, seed:int, # seeds the games' no-op starts: game i gets seed + i
-             ) -> Tensor: # (n, 4, 84, 84) uint8
+             ) -> Tensor: # (n, stack, 84, 84) uint8
         "Start a new episode in every game (a partial episode's score is dropped)."
         obs, info = self.env.reset(seed=int(seed))
         self.score[:], self.steps[:], self.lives = 0, 0, info["lives"].copy()
         return torch.from_numpy(obs)
 
     def step(self, actions:Tensor, # (n,) integer actions
-            ) -> tuple[Tensor, Tensor, Tensor, list]: # obs (n, 4, 84, 84) uint8, raw reward (n,), done (n,) bool, finished games
+            ) -> tuple[Tensor, Tensor, Tensor, list]: # obs (n, stack, 84, 84) uint8, raw reward (n,), done (n,) bool, finished games
         "One agent step (4 frames) in every game; `finished` lists (game index, score, agent steps) of the games that ended."
         obs, r, term, trunc, info = self.env.step(actions.numpy().astype(np.int64))
         over = term | trunc                                                    # the game ended (and was restarted)
@@ -183,11 +185,14 @@ class AgentConfig:
     ff_dim: int = 512         # FWP cores: feedforward width
     impl: str = "auto"        # op implementation of the FWP layers
     heads: str = "core"       # what the policy and value read: "core" (its output) or "core+cnn" (also the CNN features)
+    frame_stack: int = 4      # frames per observation: the encoder's input channels
 
     def __post_init__(self):
         if self.heads not in HEADS: raise ValueError(f"heads: unknown choice {self.heads!r}; choose from {', '.join(HEADS)}")
         if self.encoder not in ENCODERS: raise ValueError(f"encoder: unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
         if self.core not in CORES: raise ValueError(f"core: unknown core {self.core!r}; choose from {', '.join(CORES)}")
+        if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 8:
+            raise ValueError(f"frame_stack: must be an int from 1 to 8, got {self.frame_stack!r}")
         if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
 
 CORES = ["lstm"] + [k for k in LAYERS if k not in ("lstm", "transformer")]
@@ -198,7 +203,7 @@ class AtariNet(nn.Module):
     def __init__(self, cfg:AgentConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = ENCODERS[cfg.encoder]()
+        self.encoder = ENCODERS[cfg.encoder](in_ch=cfg.frame_stack)
         self.n_in = self.encoder.n_out + 1                                     # 257 (IMPALA CNN) or 513 (Nature CNN)
         self.core = (LSTMCore(self.n_in, cfg.lstm_hidden) if cfg.core == "lstm" else
                      FWPCore(cfg.core, self.n_in, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff_dim, cfg.impl))
@@ -215,7 +220,7 @@ class AtariNet(nn.Module):
 
     def initial_state(self, B:int): return zero_state(self.core, B, self.n_in)
 
-    def forward(self, obs:Tensor, # (B, T, 4, 84, 84) uint8 frame stacks
+    def forward(self, obs:Tensor, # (B, T, frame_stack, 84, 84) uint8 frame stacks
                 reward:Tensor, # (B, T) clipped reward that came with each observation
                 done:Tensor, # (B, T) bool: the observation starts a new episode
                 state, # core state before step 0 (from `initial_state` or a previous call)
@@ -388,6 +393,7 @@ class AtariConfig:
     impl: str = "auto"          # op implementation of the FWP layers
     env_threads: int = 1        # C++ threads of ALE's vector env stepping the games of a process
     heads: str = "core"         # what the policy and value read: "core" (the core's output) or "core+cnn" (also the CNN features, bypassing the core)
+    frame_stack: int = 4        # frames per observation: 4 (the ball's motion is visible in one observation) or 1 (the core must remember it)
     seed: int = 1               # model initialisation, actions, environment starts
     log_every: int = 10         # updates between metric rows
     ckpt_every: int = 100       # updates between checkpoints (every game restarts there, see below)
@@ -396,7 +402,7 @@ class AtariConfig:
     def validate(self):
         "Raise a `ValueError` naming the first invalid field; normalise the game name."
         self.game = resolve_game(self.game)
-        AgentConfig(core=self.core, encoder=self.encoder, heads=self.heads)
+        AgentConfig(core=self.core, encoder=self.encoder, heads=self.heads, frame_stack=self.frame_stack)
         if isinstance(self.n_envs, int) and self.n_envs > MAX_ENVS:
             raise ValueError(f"n_envs: at most {MAX_ENVS} games per process (each holds its emulator and frame stacks), got {self.n_envs}; "
                              "use more processes (torchrun) for more games")
@@ -414,7 +420,7 @@ class AtariConfig:
             raise ValueError(f"minibatches: must be an int from 1 to n_envs={self.n_envs}, got {self.minibatches!r}")
         return self
     def agent_config(self, n_actions:int) -> AgentConfig:
-        return AgentConfig(core=self.core, encoder=self.encoder, n_actions=n_actions, impl=self.impl, heads=self.heads)
+        return AgentConfig(core=self.core, encoder=self.encoder, n_actions=n_actions, impl=self.impl, heads=self.heads, frame_stack=self.frame_stack)
     def to_dict(self): return asdict(self)
     @classmethod
     def from_dict(cls, d:dict):
@@ -476,7 +482,8 @@ class _Actors:
     "The games of one process and what the next unroll starts from: observation, clipped reward, done, core state."
     def __init__(self, cfg:AtariConfig, net:AtariNet, rank:int, make_envs):
         self.cfg, self.net, self.rank = cfg, net, rank
-        self.envs = make_envs(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life, threads=cfg.env_threads)
+        self.envs = make_envs(cfg.game, cfg.n_envs, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life, threads=cfg.env_threads,
+                              stack=cfg.frame_stack)
         self.dev = next(net.parameters()).device                             # the games run on the CPU, the agent where it lives
 
     def restart(self, update:int):
@@ -529,7 +536,7 @@ class AtariTask(Task):
     def setup(self, dd:Dist, say):
         cfg, self.dd = self.config, dd
         torch.manual_seed(cfg.seed)
-        probe = self.make_envs(cfg.game, 1, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life, threads=1)
+        probe = self.make_envs(cfg.game, 1, noop_max=cfg.noop_max, episodic_life=cfg.episodic_life, threads=1, stack=cfg.frame_stack)
         n_actions = probe.n_actions; probe.close()
         self.acfg = cfg.agent_config(n_actions)
         self.model = AtariNet(self.acfg).to(dd.device)
@@ -641,7 +648,7 @@ def train(cfg:AtariConfig, # what to train
           progress:bool=True, # show a progress bar
           stop_at:int|None=None, # stop as if interrupted after this update (for testing resume)
           log=print, # where messages go
-          make_envs=None, # `AtariEnvs` (None) or a stand-in with its interface, called as make_envs(game, n, noop_max=, episodic_life=, threads=)
+          make_envs=None, # `AtariEnvs` (None) or a stand-in with its interface, called as make_envs(game, n, noop_max=, episodic_life=, threads=, stack=)
          ) -> dict:
     "Train (or continue) an Atari run; return a summary (`status`, `update`, `frames`, `return_last100`, ...)."
     cfg.validate()
@@ -651,9 +658,9 @@ def train(cfg:AtariConfig, # what to train
 # %% ../../nbs/09_atari.ipynb #6fc41342
 class PixelBandit:
     "A stand-in for `AtariEnvs` that any working learner solves in a few updates (see above)."
-    def __init__(self, game:str, n:int, **kw): self.game, self.n, self.n_actions = game, n, 6
+    def __init__(self, game:str, n:int, stack:int=4, **kw): self.game, self.n, self.n_actions, self.stack = game, n, 6, stack
     def _obs(self) -> Tensor:
-        o = torch.zeros(self.n, 4, 84, 84, dtype=torch.uint8)
+        o = torch.zeros(self.n, self.stack, 84, 84, dtype=torch.uint8)
         for i, s in enumerate(self.side.tolist()): o[i, :, 30:44, 10 + 50 * s:24 + 50 * s] = 255   # left or right square
         return o
     def reset(self, seed:int) -> Tensor:
@@ -698,7 +705,7 @@ def evaluate(net:AtariNet, # the agent
     if not isinstance(episodes, int) or episodes < 1: raise ValueError(f"episodes: must be a positive int, got {episodes!r}")
     if video is not None and Path(video).suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"video: {video!r} must end in .gif or .mp4")
-    envs = AtariEnvs(game, episodes, noop_max=noop_max)
+    envs = AtariEnvs(game, episodes, noop_max=noop_max, stack=net.cfg.frame_stack)
     if envs.n_actions != net.cfg.n_actions:
         raise ValueError(f"game: {envs.game} has {envs.n_actions} actions but the agent was trained with {net.cfg.n_actions}")
     g = torch.Generator().manual_seed(seed)
