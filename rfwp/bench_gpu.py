@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['GPU_CASES', 'DEVICE', 'FLA_SHAPES', 'CHECK_SHAPES', 'SEQ_OPS', 'GpuCase', 'delta_inputs', 'linear_inputs',
-           'outputs_and_grads', 'correctness', 'machine', 'time_fn', 'bench_rows', 'rdn_io_bytes', 'io_floor_ms',
-           'format_table', 'gpu_report']
+           'gated_inputs', 'outputs_and_grads', 'correctness', 'machine', 'time_fn', 'bench_rows', 'rdn_io_bytes',
+           'io_floor_ms', 'format_table', 'gpu_report']
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #7fee6769
 @dataclass
@@ -49,12 +49,17 @@ def linear_inputs(B, T, H, D, dtype, device, g, Dv=None):
     return [x.to(device, dtype) for x in xs]
 
 # %% ../nbs/05b_gpu_benchmark.ipynb #f4d0c3ff
+def gated_inputs(B, T, H, D, dtype, device, g, Dv=None):
+    "`delta_inputs` and a log decay g = log σ(· + 3) per step and head (α = e^g mostly in (0.9, 1))."
+    return delta_inputs(B, T, H, D, dtype, device, g, Dv) + [F.logsigmoid(_rand(g, B, T, H) + 3).to(device, dtype)]
+
 def _delta(kernel):
     def run(xs, impl):
         from rfwp.ops.delta import delta_rule
         old = os.environ.get("RFWP_TRITON_DELTA_KERNEL")
         os.environ["RFWP_TRITON_DELTA_KERNEL"] = kernel
-        try: return delta_rule(*xs[:4], initial_state=xs[4] if len(xs) > 4 else None, output_final_state=True, impl=impl)
+        try: return delta_rule(*xs[:4], initial_state=xs[4] if len(xs) > 4 else None, output_final_state=True, impl=impl,
+                               g=xs[5] if len(xs) > 5 else None)
         finally:
             if old is None: del os.environ["RFWP_TRITON_DELTA_KERNEL"]
             else: os.environ["RFWP_TRITON_DELTA_KERNEL"] = old
@@ -75,6 +80,7 @@ GPU_CASES += [   # cheap rows first: fla tunes its chunked kernels on first use 
     GpuCase("delta_rule recurrent", delta_inputs, _delta("recurrent"), impls=("triton",), shapes=FLA_SHAPES, dtypes=(torch.bfloat16,), fla="recurrent"),
     GpuCase("delta_rule chunk", delta_inputs, _delta("chunk"), shapes=FLA_SHAPES, dtypes=(torch.float32,)),
     GpuCase("delta_rule chunk", delta_inputs, _delta("chunk"), impls=("triton",), shapes=FLA_SHAPES, dtypes=(torch.bfloat16,), fla="chunk", check=False),
+    GpuCase("delta_rule chunk, gated", gated_inputs, _delta("chunk"), shapes=FLA_SHAPES[:2], dtypes=(torch.float32, torch.bfloat16)),
     GpuCase("linear_attention chunk", linear_inputs, _linear(), shapes=FLA_SHAPES, dtypes=(torch.bfloat16, torch.float32)),
     GpuCase("linear_attention normalised", linear_inputs, _linear(True), impls=("triton",), shapes=FLA_SHAPES[1:2], dtypes=(torch.float32,)),
 ]

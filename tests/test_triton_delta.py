@@ -91,10 +91,10 @@ def test_fused_recurrent_gated_matches_naive(B, T, H, K, V, state, final_grad, b
     compare(ref, out, DNAMES + ["dg"], TOL)
 
 def test_gated_strong_decay_and_through_the_op():
-    "α down to e^-60, where dividing by α would overflow float32; delta_rule(impl='triton', g=) takes the fused kernel."
+    "α down to e^-60, where dividing by α would overflow float32."
     x = delta_inputs(1, 30, 2, 16, 16) + [log_decays(1, 30, 2, lo=60.0)]
     ref = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="naive", g=a[5]), x)
-    out = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="triton", g=a[5]), x, torch.float32, DEV)
+    out = grads(lambda *a: td.fused_recurrent_delta_rule(*a[:5], True, g=a[5]), x, torch.float32, DEV)
     assert all(torch.isfinite(t).all() for t in out)
     compare(ref, out, DNAMES + ["dg"], TOL)
     zero = grads(lambda *a: td.fused_recurrent_delta_rule(*a[:5], True, g=a[5]), x[:5] + [torch.zeros(1, 30, 2)], torch.float32, DEV)
@@ -129,6 +129,37 @@ def test_chunk_delta_similar_keys():
     ref = grads(naive_delta, [q, k, v, b, S0])
     out = grads(lambda *x: td.chunk_delta_rule(*x, True, chunk_size=32), [q, k, v, b, S0], torch.float32, DEV)
     compare(ref, out, DNAMES, 1e-4)
+
+# ---------------------------------------------------------------- chunked delta rule with a decay g
+
+@pytest.mark.parametrize("B,T,H,K,V,C,state,final_grad", [
+    (1, 1, 1, 16, 16, 64, True, True),        # one step
+    (1, 37, 2, 12, 20, 16, True, True),       # two full chunks and a partial one (γ_C is the last real step)
+    (2, 33, 1, 20, 12, 32, False, False),     # no initial state, no gradient on the final state
+    (1, 45, 1, 60, 100, 32, True, True),      # two value blocks in the sequential kernels
+    (1, 40, 1, 100, 36, 64, True, True),      # Dk > 64: chunks capped at 32
+])
+def test_chunk_gated_matches_naive(B, T, H, K, V, C, state, final_grad):
+    x = delta_inputs(B, T, H, K, V) + [log_decays(B, T, H)]
+    x[3] = 1.9 * x[3]                         # β in (0, 1.9): negative eigenvalues too
+    if not state: x[4] = None
+    ref = grads(gated_naive, x, final_grad=final_grad)
+    out = grads(lambda q, k, v, b, S0, g: td.chunk_delta_rule(q, k, v, b, S0, True, chunk_size=C, g=g), x, torch.float32, DEV, final_grad)
+    compare(ref, out, DNAMES + ["dg"], TOL)
+
+@pytest.mark.parametrize("kernel", ["chunk", "recurrent"])
+def test_chunk_gated_strong_decay_and_zero_decay(kernel, monkeypatch):
+    "α down to e^-60 through `delta_rule(impl='triton', g=)` with either kernel; g = 0 gives the plain kernel's results."
+    monkeypatch.setenv("RFWP_TRITON_DELTA_KERNEL", kernel)
+    x = delta_inputs(1, 40, 2, 16, 16) + [log_decays(1, 40, 2, lo=60.0)]
+    ref = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="naive", g=a[5]), x)
+    out = grads(lambda *a: delta_rule(*a[:5], output_final_state=True, impl="triton", chunk_size=16, g=a[5]), x, torch.float32, DEV)
+    assert all(torch.isfinite(t).all() for t in out)
+    compare(ref, out, DNAMES + ["dg"], TOL)
+    zero = grads(lambda *a: td.chunk_delta_rule(*a[:5], True, chunk_size=16, g=a[5]), x[:5] + [torch.zeros(1, 40, 2)], torch.float32, DEV)
+    plain = grads(lambda *a: td.chunk_delta_rule(*a, True, chunk_size=16), x[:5], torch.float32, DEV)
+    compare(plain, zero, DNAMES, 1e-6)
+    with pytest.raises(ValueError, match="`g`"): td.chunk_delta_rule(*[t.float() for t in x[:4]], g=torch.zeros(1, 39, 2))
 
 # ---------------------------------------------------------------- chunked linear attention
 

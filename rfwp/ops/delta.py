@@ -135,7 +135,7 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernel is the recurrent one, unmeasured
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
     if impl == "triton":
         tri = triton_module("triton_delta", op)
         if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"   # "auto" falls back to "torch"

@@ -418,7 +418,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     check_shapes(dict(zip(st, zip(st.values(), ["B H D D", "B H D D", "B H D"]))), op=op, **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton delta rule is the recurrent kernel, unmeasured
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
@@ -590,7 +590,7 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
                  **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
     auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton delta rule is the recurrent kernel, unmeasured
+    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
     if impl == "triton":                                                # fused kernels of notebook 05c
         tri = triton_module("triton_seq", op)
         if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"

@@ -258,16 +258,22 @@ def _dot(a, b, DT: tl.constexpr, PREC: tl.constexpr):
     "a @ b with both operands in DT and float32 accumulation."
     return tl.dot(a.to(DT), b.to(DT), input_precision=PREC)
 
+@triton.jit
+def _decay_matrix(gam, mask):
+    "D_ij = e^{γ_i − γ_j} where `mask`, else 0 (the exponent is zeroed outside the mask, so no entry overflows)."
+    return tl.where(mask, tl.exp(tl.where(mask, gam[:, None] - gam[None, :], 0.)), 0.)
+
 # %% ../../nbs/05_triton.ipynb #ca4b26d6
 @triton.jit
 def chunk_delta_wy_fwd_kernel(
-    k, v, beta, x, w, u,                      # x: X = (I + A)⁻¹ (B, T, H, BT) fp32; w (B, T, H, K); u: Ũ (B, T, H, V)
-    T,
+    k, v, beta, g, gc, x, w, u,               # g: log decays (B, T, H); gc: out, γ = their cumsum within the chunk (B, T, H) fp32
+    T,                                        # x: X = (I + A)⁻¹ (B, T, H, BT) fp32; w (B, T, H, K); u: Ũ (B, T, H, V)
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    DT: tl.constexpr, PREC: tl.constexpr,
+    GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    "Per chunk: A = strictly_lower(diag(β) K Kᵀ), X = (I + A)⁻¹, W = X diag(β) K, Ũ = X diag(β) V."
+    """Per chunk: A = strictly_lower(diag(β) K Kᵀ ⊙ D), X = (I + A)⁻¹, W = X diag(β e^γ) K, Ũ = X diag(β) V,
+    with D_ij = e^{γ_i − γ_j} (GATED; D = 1 and e^γ = 1 without a decay)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     o_i, o_k = tl.arange(0, BT), tl.arange(0, BK)
@@ -276,7 +282,12 @@ def chunk_delta_wy_fwd_kernel(
     row = (i_b * T * H + i_h).to(tl.int64) + o_t * H         # (BT,) rows of this chunk
     b_k = tl.load(k + row[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.)
     b_beta = tl.load(beta + row, mask=m_t, other=0.).to(tl.float32)
-    b_X = -tl.where(o_i[:, None] > o_i[None, :], _dot(b_k, tl.trans(b_k), DT, PREC) * b_beta[:, None], 0.)  # −A
+    b_A = _dot(b_k, tl.trans(b_k), DT, PREC) * b_beta[:, None]
+    if GATED:
+        b_gam = tl.cumsum(tl.load(g + row, mask=m_t, other=0.).to(tl.float32), 0)   # γ; padded steps decay by 1
+        tl.store(gc + row, b_gam, mask=m_t)
+        b_A *= _decay_matrix(b_gam, o_i[:, None] > o_i[None, :])
+    b_X = -tl.where(o_i[:, None] > o_i[None, :], b_A, 0.)  # −A
     for i in range(1, BT):                                    # forward substitution, row i
         m_i = o_i == i
         b_a = tl.sum(tl.where(m_i[:, None], b_X, 0.), 0)
@@ -285,7 +296,8 @@ def chunk_delta_wy_fwd_kernel(
     b_X += tl.where(o_i[:, None] == o_i[None, :], 1., 0.)
     tl.store(x + row[:, None] * BT + o_i[None, :], b_X, mask=m_t[:, None])
     b_T = b_X * b_beta[None, :]                                # T = X diag(β)
-    b_w = _dot(b_T, b_k, DT, PREC)
+    if GATED: b_w = _dot(b_T * tl.exp(b_gam)[None, :], b_k, DT, PREC)
+    else: b_w = _dot(b_T, b_k, DT, PREC)
     tl.store(w + row[:, None] * K + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m_t[:, None] & m_k[None, :])
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
@@ -296,13 +308,13 @@ def chunk_delta_wy_fwd_kernel(
 # %% ../../nbs/05_triton.ipynb #77adcc24
 @triton.jit
 def chunk_state_fwd_kernel(
-    k, w, u, h, h0, ht,                       # u: Ũ on entry, U = Ũ − W S on exit (delta); the values (linear)
+    k, w, u, gc, h, h0, ht,                   # u: Ũ on entry, U = Ũ − W S on exit (delta); the values (linear); gc: γ
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    DELTA: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    DELTA: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    "Walk the chunks: store the state before each in h (B, H, N, K, V); S += Kᵀ U."
+    "Walk the chunks: store the state before each in h (B, H, N, K, V); S ← S + Kᵀ U (GATED: S ← e^{γ_C} S + (K ⊙ e^{γ_C − γ})ᵀ U)."
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -325,19 +337,24 @@ def chunk_state_fwd_kernel(
             b_w = tl.load(w + row[:, None] * K + o_k[None, :], mask=m_tk, other=0.)
             b_u -= _dot(b_w, b_S, DT, PREC)                    # U = Ũ − W S
             tl.store(p_u, b_u.to(u.dtype.element_ty), mask=m_tv)
-        b_S += _dot(tl.trans(b_k), b_u, DT, PREC)             # S += Kᵀ U
+        if GATED:
+            b_gam = tl.load(gc + row, mask=o_t < T, other=0.)
+            b_gl = tl.sum(tl.where(o_t == tl.minimum(T, (i_t + 1) * BT) - 1, b_gam, 0.), 0)   # γ_C: the chunk's last step
+            b_S = b_S * tl.exp(b_gl) + _dot(tl.trans(b_k * tl.where(o_t < T, tl.exp(b_gl - b_gam), 0.)[:, None]), b_u, DT, PREC)
+        else:
+            b_S += _dot(tl.trans(b_k), b_u, DT, PREC)         # S += Kᵀ U
     tl.store(ht + i_bh.to(tl.int64) * K * V + p_S, b_S, mask=m_kv)
 
 # %% ../../nbs/05_triton.ipynb #cad2c16f
 @triton.jit
 def chunk_output_kernel(
-    q, k, u, h, o,
+    q, k, u, gc, h, o,
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    DT: tl.constexpr, PREC: tl.constexpr,
+    GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    "O = Q S + (Q Kᵀ ⊙ M) U for one chunk and value block (M: causal, diagonal included)."
+    "O = Q S + (Q Kᵀ ⊙ M) U for one chunk and value block (M: causal, diagonal included; GATED: (Q ⊙ e^γ) S and M_ij = e^{γ_i − γ_j})."
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -352,17 +369,22 @@ def chunk_output_kernel(
     b_S = tl.load(h + (i_bh.to(tl.int64) * NT + i_t) * K * V + o_k[:, None] * V + o_v[None, :],
                   mask=m_k[:, None] & m_v[None, :], other=0.)
     b_P = tl.where(o_i[:, None] >= o_i[None, :], _dot(b_q, tl.trans(b_k), DT, PREC), 0.)
-    b_o = _dot(b_q, b_S, DT, PREC) + _dot(b_P, b_u, DT, PREC)
+    if GATED:
+        b_gam = tl.load(gc + row, mask=m_t, other=0.)
+        b_P *= _decay_matrix(b_gam, (o_i[:, None] >= o_i[None, :]) & m_t[:, None] & m_t[None, :])
+        b_o = _dot(b_q * tl.exp(b_gam)[:, None], b_S, DT, PREC) + _dot(b_P, b_u, DT, PREC)
+    else:
+        b_o = _dot(b_q, b_S, DT, PREC) + _dot(b_P, b_u, DT, PREC)
     tl.store(o + row[:, None] * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_tv)
 
 # %% ../../nbs/05_triton.ipynb #b1856c07
 @triton.jit
 def chunk_bwd_du_local_kernel(
-    q, k, do, du,                              # du = (Q Kᵀ ⊙ M)ᵀ dO: the part of dU within the chunk
+    q, k, gc, do, du,                          # du = (Q Kᵀ ⊙ M)ᵀ dO: the part of dU within the chunk
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    DT: tl.constexpr, PREC: tl.constexpr,
+    GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
     "Pᵀ dO for one chunk and value block."
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -376,19 +398,23 @@ def chunk_bwd_du_local_kernel(
     b_k = tl.load(k + row[:, None] * K + o_k[None, :], mask=m_tk, other=0.)
     b_do = tl.load(do + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
     b_Pt = tl.where(o_i[:, None] <= o_i[None, :], _dot(b_k, tl.trans(b_q), DT, PREC), 0.)   # Pᵀ = (Q Kᵀ ⊙ M)ᵀ
+    if GATED:
+        b_gam = tl.load(gc + row, mask=m_t, other=0.)
+        b_Pt *= tl.trans(_decay_matrix(b_gam, (o_i[:, None] >= o_i[None, :]) & m_t[:, None] & m_t[None, :]))
     tl.store(du + row[:, None] * V + o_v[None, :], _dot(b_Pt, b_do, DT, PREC).to(du.dtype.element_ty), mask=m_tv)
 
 # %% ../../nbs/05_triton.ipynb #e1f96ded
 @triton.jit
 def chunk_state_bwd_kernel(
-    q, k, w, do, du, dh, dht, dh0,             # du: Pᵀ dO on entry, dU = Pᵀ dO + K dS' on exit; dh (B, H, N, K, V)
+    q, k, w, gc, do, du, dh, dht, dh0,         # du: Pᵀ dO on entry, dU = Pᵀ dO + K dS' on exit; dh (B, H, N, K, V)
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     DELTA: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    DT: tl.constexpr, PREC: tl.constexpr,
+    GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    "Newest chunk first: store dS', finish dU, step dS back: dS = dS' + Qᵀ dO − Wᵀ dU."
+    """Newest chunk first: store dS', finish dU, step dS back: dS = dS' + Qᵀ dO − Wᵀ dU
+    (GATED: dU gets (K ⊙ e^{γ_C − γ}) dS', and dS = e^{γ_C} dS' + (Q ⊙ e^γ)ᵀ dO − Wᵀ dU)."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -409,9 +435,15 @@ def chunk_state_bwd_kernel(
         b_k = tl.load(k + row[:, None] * K + o_k[None, :], mask=m_tk, other=0.)
         b_do = tl.load(do + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
         p_du = du + row[:, None] * V + o_v[None, :]
-        b_du = tl.load(p_du, mask=m_tv, other=0.).to(tl.float32) + _dot(b_k, b_dS, DT, PREC)
+        if GATED:
+            b_gam = tl.load(gc + row, mask=o_t < T, other=0.)
+            b_gl = tl.sum(tl.where(o_t == tl.minimum(T, (i_t + 1) * BT) - 1, b_gam, 0.), 0)
+            b_du = tl.load(p_du, mask=m_tv, other=0.).to(tl.float32) + _dot(b_k * tl.where(o_t < T, tl.exp(b_gl - b_gam), 0.)[:, None], b_dS, DT, PREC)
+            b_dS = b_dS * tl.exp(b_gl) + _dot(tl.trans(b_q * tl.exp(b_gam)[:, None]), b_do, DT, PREC)
+        else:
+            b_du = tl.load(p_du, mask=m_tv, other=0.).to(tl.float32) + _dot(b_k, b_dS, DT, PREC)
+            b_dS += _dot(tl.trans(b_q), b_do, DT, PREC)
         tl.store(p_du, b_du.to(du.dtype.element_ty), mask=m_tv)
-        b_dS += _dot(tl.trans(b_q), b_do, DT, PREC)
         if DELTA:
             b_w = tl.load(w + row[:, None] * K + o_k[None, :], mask=m_tk, other=0.)
             b_dS -= _dot(tl.trans(b_w), b_du, DT, PREC)
@@ -421,14 +453,14 @@ def chunk_state_bwd_kernel(
 # %% ../../nbs/05_triton.ipynb #18a09b40
 @triton.jit
 def chunk_bwd_dqk_kernel(
-    q, k, v, u, beta, x, h, dh, do, du,        # u: U (delta) or V (linear); du: dU (delta) or dV (linear)
-    dq, dk, dv, dbeta,
+    q, k, v, u, beta, x, gc, h, dh, do, du,    # u: U (delta) or V (linear); du: dU (delta) or dV (linear)
+    dq, dk, dv, dbeta, dg,
     T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    DELTA: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
+    DELTA: tl.constexpr, GATED: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr,
 ):
-    "Parallel over chunks: dQ, dK; for the delta rule also dV and dβ through the WY factors."
+    "Parallel over chunks: dQ, dK; for the delta rule also dV and dβ through the WY factors; GATED: also dg."
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, BT)
@@ -449,6 +481,13 @@ def chunk_bwd_dqk_kernel(
         b_T = b_X * b_beta[None, :]
         b_dw = tl.zeros([BT, BK], dtype=tl.float32)
         b_dT = tl.zeros([BT, BT], dtype=tl.float32)
+    if GATED:
+        b_gam = tl.load(gc + row, mask=m_t, other=0.)
+        b_last = o_t == tl.minimum(T, (i_t + 1) * BT) - 1
+        b_gl = tl.sum(tl.where(b_last, b_gam, 0.), 0)        # γ_C
+        b_D = _decay_matrix(b_gam, (o_i[:, None] >= o_i[None, :]) & m_t[:, None] & m_t[None, :])   # e^{γ_i − γ_j}, j ≤ i, both steps in the sequence
+        b_Tw = b_T * tl.exp(b_gam)[None, :]                    # X diag(β e^γ): W = b_Tw K
+        b_da = tl.zeros([BK], dtype=tl.float32)                # ⟨S, dS'⟩ (summed over V blocks, then over K)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m_tv, m_kv = m_t[:, None] & (o_v < V)[None, :], m_k[:, None] & (o_v < V)[None, :]
@@ -456,9 +495,10 @@ def chunk_bwd_dqk_kernel(
         b_dS = tl.load(dh + p_h + o_k[:, None] * V + o_v[None, :], mask=m_kv, other=0.)
         b_u = tl.load(u + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
         b_do = tl.load(do + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
-        b_dq += _dot(b_do, tl.trans(b_S), DT, PREC)           # dO Sᵀ
-        b_dk += _dot(b_u, tl.trans(b_dS), DT, PREC)           # U dS'ᵀ
+        b_dq += _dot(b_do, tl.trans(b_S), DT, PREC)           # dO Sᵀ (GATED: the gradient of Q ⊙ e^γ)
+        b_dk += _dot(b_u, tl.trans(b_dS), DT, PREC)           # U dS'ᵀ (GATED: the gradient of K ⊙ e^{γ_C − γ})
         b_dP += _dot(b_do, tl.trans(b_u), DT, PREC)           # dO Uᵀ
+        if GATED: b_da += tl.sum(b_S.to(tl.float32) * b_dS.to(tl.float32), 1)
         if DELTA:
             b_du = tl.load(du + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
             b_v = tl.load(v + row[:, None] * V + o_v[None, :], mask=m_tv, other=0.)
@@ -467,19 +507,46 @@ def chunk_bwd_dqk_kernel(
             b_dv = _dot(tl.trans(b_T), b_du, DT, PREC)        # dV = Tᵀ dŨ
             tl.store(dv + row[:, None] * V + o_v[None, :], b_dv.to(dv.dtype.element_ty), mask=m_tv)
     b_dP = tl.where(o_i[:, None] >= o_i[None, :], b_dP, 0.)
+    if GATED:                                                  # dγ_i, then dg = the reverse cumsum of dγ within the chunk
+        b_eg, b_ec = tl.exp(b_gam), tl.where(m_t, tl.exp(b_gl - b_gam), 0.)
+        b_qk = _dot(b_q, tl.trans(b_k), DT, PREC)
+        b_r = b_dP * b_qk * b_D                                # through P = Q Kᵀ ⊙ D
+        b_dgam = tl.sum(b_r, 1) - tl.sum(b_r, 0)
+        b_dgam += tl.sum(b_dq * b_q.to(tl.float32), 1) * b_eg   # through Q ⊙ e^γ
+        b_rc = tl.sum(b_dk * b_k.to(tl.float32), 1) * b_ec     # through K ⊙ e^{γ_C − γ}
+        b_dgam += tl.where(b_last, tl.sum(b_rc, 0) + tl.sum(b_da, 0) * tl.exp(b_gl), 0.) - b_rc   # and S' = e^{γ_C} S + …
+        b_dq = b_dq * b_eg[:, None]
+        b_dk = b_dk * b_ec[:, None]
+        b_dP = b_dP * b_D
     b_dq += _dot(b_dP, b_k, DT, PREC)
     b_dk += _dot(tl.trans(b_dP), b_q, DT, PREC)
     if DELTA:
-        b_dT += _dot(b_dw, tl.trans(b_k), DT, PREC)           # + dW Kᵀ
-        b_dk += _dot(tl.trans(b_T), b_dw, DT, PREC)           # + Tᵀ dW
-        b_dbeta = tl.sum(b_dT * b_X, 0)                        # through T = X diag(β)
-        b_dA = _dot(b_dT * b_beta[None, :], tl.trans(b_X), DT, PREC)
+        if GATED:
+            b_dTw = _dot(b_dw, tl.trans(b_k), DT, PREC)        # dW Kᵀ, the gradient of X diag(β e^γ)
+            b_dk += _dot(tl.trans(b_Tw), b_dw, DT, PREC)       # + (X diag(β e^γ))ᵀ dW
+            b_dgam += tl.sum(b_dTw * b_Tw, 0)                  # through e^γ in W
+            b_dbeta = tl.sum(b_dT * b_X, 0) + tl.sum(b_dTw * b_X, 0) * b_eg
+            b_dX = b_dT * b_beta[None, :] + b_dTw * (b_beta * b_eg)[None, :]
+        else:
+            b_dT += _dot(b_dw, tl.trans(b_k), DT, PREC)       # + dW Kᵀ
+            b_dk += _dot(tl.trans(b_T), b_dw, DT, PREC)       # + Tᵀ dW
+            b_dbeta = tl.sum(b_dT * b_X, 0)                    # through T = X diag(β)
+            b_dX = b_dT * b_beta[None, :]
+        b_dA = _dot(b_dX, tl.trans(b_X), DT, PREC)
         b_dA = -_dot(tl.trans(b_X), b_dA, DT, PREC)           # dA = −Xᵀ dX Xᵀ
         b_dA = tl.where(o_i[:, None] > o_i[None, :], b_dA, 0.)
-        b_dbeta += tl.sum(b_dA * _dot(b_k, tl.trans(b_k), DT, PREC), 1)   # through A = diag(β) K Kᵀ
+        b_kk = _dot(b_k, tl.trans(b_k), DT, PREC)
+        if GATED:
+            b_dA = b_dA * b_D                                  # A = diag(β) (K Kᵀ ⊙ D)
+            b_rA = b_dA * b_kk * b_beta[:, None]
+            b_dgam += tl.sum(b_rA, 1) - tl.sum(b_rA, 0)
+        b_dbeta += tl.sum(b_dA * b_kk, 1)                      # through A = diag(β) K Kᵀ
         b_G = b_dA * b_beta[:, None]
         b_dk += _dot(b_G, b_k, DT, PREC) + _dot(tl.trans(b_G), b_k, DT, PREC)
         tl.store(dbeta + row, b_dbeta.to(dbeta.dtype.element_ty), mask=m_t)
+    if GATED:
+        b_dg = tl.sum(b_dgam, 0) - tl.cumsum(b_dgam, 0) + b_dgam   # Σ_{j ≥ i} dγ_j
+        tl.store(dg + row, b_dg.to(dg.dtype.element_ty), mask=m_t)
     tl.store(dq + row[:, None] * K + o_k[None, :], b_dq.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + row[:, None] * K + o_k[None, :], b_dk.to(dk.dtype.element_ty), mask=m_tk)
 
@@ -491,62 +558,68 @@ def _dot_dtype(dtype):
 
 def _pow2(n, lo=16): return max(lo, triton.next_power_of_2(n))
 
-def _chunk_fwd(q, k, v, beta, S0, BT, prec, delta):
-    "Forward stages; returns o, the final state (fp32) and what the backward needs."
+def _chunk_fwd(q, k, v, beta, S0, BT, prec, delta, g=None):
+    "Forward stages; returns o, the final state (fp32) and what the backward needs (with a decay `g`: γ as well)."
     B, T, H, K = q.shape; V = v.shape[-1]
     NT, BK, BV = triton.cdiv(T, BT), _pow2(K), min(_pow2(V), 64)
     NV, dev, dt = triton.cdiv(V, BV), q.device, q.dtype
     c = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DT=_dot_dtype(dt), PREC=prec if dt == torch.float32 else "ieee")
-    x = w = None; u = v
+    x = w = gc = None; u = v; gated = g is not None
     if delta:
         x, w, u = new_buffer(B, T, H, BT, dtype=torch.float32, device=dev), new_buffer(B, T, H, K, dtype=dt, device=dev), new_buffer(B, T, H, V, dtype=dt, device=dev)
-        chunk_delta_wy_fwd_kernel[(NT, B * H)](k, v, beta, x, w, u, T, **c, num_warps=4)
+        if gated: gc = new_buffer(B, T, H, dtype=torch.float32, device=dev)
+        chunk_delta_wy_fwd_kernel[(NT, B * H)](k, v, beta, g if gated else beta, gc if gated else beta, x, w, u, T, **c,
+                                               GATED=gated, num_warps=4)
     h, ST = new_buffer(B, H, NT, K, V, dtype=dt, device=dev), new_buffer(B, H, K, V, dtype=torch.float32, device=dev)
-    chunk_state_fwd_kernel[(NV, B * H)](k, w if delta else k, u, h, S0 if S0 is not None else ST, ST, T, **c,
-                                        DELTA=delta, USE_INITIAL_STATE=S0 is not None, num_warps=4)
+    chunk_state_fwd_kernel[(NV, B * H)](k, w if delta else k, u, gc if gated else k, h, S0 if S0 is not None else ST, ST, T, **c,
+                                        DELTA=delta, USE_INITIAL_STATE=S0 is not None, GATED=gated, num_warps=4)
     o = new_buffer(B, T, H, V, dtype=dt, device=dev)
-    chunk_output_kernel[(NV, NT, B * H)](q, k, u, h, o, T, **c, num_warps=4)
-    return o, ST, (x, w, u, h)
+    chunk_output_kernel[(NV, NT, B * H)](q, k, u, gc if gated else q, h, o, T, **c, GATED=gated, num_warps=4)
+    return o, ST, (x, w, u, h, gc)
 
-def _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, BT, prec, delta):
-    "Backward stages; returns dq, dk, dv, dβ (None for linear attention), dS0 (None without S0)."
+def _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, BT, prec, delta, gc=None):
+    "Backward stages; returns dq, dk, dv, dβ (None for linear attention), dS0 (None without S0) and dg (None without a decay)."
     B, T, H, K = q.shape; V = v.shape[-1]
     NT, BK, BV = triton.cdiv(T, BT), _pow2(K), min(_pow2(V), 64)
     NV, dev, dt = triton.cdiv(V, BV), q.device, q.dtype
     c = dict(H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, DT=_dot_dtype(dt), PREC=prec if dt == torch.float32 else "ieee")
     do = do.contiguous()
+    gated = gc is not None
     du = new_buffer(B, T, H, V, dtype=dt, device=dev)
-    chunk_bwd_du_local_kernel[(NV, NT, B * H)](q, k, do, du, T, **c, num_warps=4)
+    chunk_bwd_du_local_kernel[(NV, NT, B * H)](q, k, gc if gated else q, do, du, T, **c, GATED=gated, num_warps=4)
     dh = new_buffer(B, H, NT, K, V, dtype=dt, device=dev)
     dS0 = new_buffer(B, H, K, V, dtype=S0.dtype, device=dev) if S0 is not None else None
-    chunk_state_bwd_kernel[(NV, B * H)](q, k, w if delta else k, do, du, dh, dST.contiguous() if dST is not None else dh,
+    chunk_state_bwd_kernel[(NV, B * H)](q, k, w if delta else k, gc if gated else q, do, du, dh, dST.contiguous() if dST is not None else dh,
         dS0 if dS0 is not None else dh, T, **c, DELTA=delta, USE_INITIAL_STATE=S0 is not None,
-        USE_FINAL_STATE_GRADIENT=dST is not None, num_warps=4, num_stages=1)
+        USE_FINAL_STATE_GRADIENT=dST is not None, GATED=gated, num_warps=4, num_stages=1)
     dq, dk = new_buffer(B, T, H, K, dtype=dt, device=dev), new_buffer(B, T, H, K, dtype=dt, device=dev)
     dv, dbeta = (new_buffer(B, T, H, V, dtype=dt, device=dev), new_buffer(B, T, H, dtype=dt, device=dev)) if delta else (du, None)
+    dg = new_buffer(B, T, H, dtype=torch.float32, device=dev) if gated else None
     if dt == torch.float32 and BK >= 128: c["BV"] = 32                    # float32 blocks: shared memory
-    chunk_bwd_dqk_kernel[(NT, B * H)](q, k, v, u, beta if delta else q, x if delta else q, h, dh, do, du,
-        dq, dk, dv if delta else dq, dbeta if delta else dq, T, **c, DELTA=delta,
+    chunk_bwd_dqk_kernel[(NT, B * H)](q, k, v, u, beta if delta else q, x if delta else q, gc if gated else q, h, dh, do, du,
+        dq, dk, dv if delta else dq, dbeta if delta else dq, dg if gated else dq, T, **c, DELTA=delta, GATED=gated,
         num_warps=8 if BK >= 128 else 4, num_stages=1)                # one stage: the shared memory of a 128-wide head
-    return dq, dk, dv, dbeta, dS0
+    return dq, dk, dv, dbeta, dS0, dg
 
 # %% ../../nbs/05_triton.ipynb #a7d90ee6
 class ChunkDeltaRule(torch.autograd.Function):
-    "Chunked (WY/UT) delta rule in Triton: saves X, W, U and the chunk states, recomputes nothing."
+    "Chunked (WY/UT) delta rule in Triton, optionally with a decay: saves X, W, U, γ and the chunk states, recomputes nothing."
     @staticmethod
-    def forward(ctx, q, k, v, beta, S0, BT, prec):
-        "Launch the chunked WY/UT forward kernels; saves X, W, U and the state before every chunk."
+    def forward(ctx, q, k, v, beta, S0, BT, prec, g=None):
+        "Launch the chunked WY/UT forward kernels; saves X, W, U, γ (with `g`) and the state before every chunk."
         q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
-        o, ST, (x, w, u, h) = _chunk_fwd(q, k, v, beta, S0, BT, prec, True)
-        ctx.save_for_backward(q, k, v, beta, S0, x, w, u, h)
-        ctx.BT, ctx.prec = BT, prec
+        if g is not None: g = g.contiguous()
+        o, ST, (x, w, u, h, gc) = _chunk_fwd(q, k, v, beta, S0, BT, prec, True, g)
+        ctx.save_for_backward(q, k, v, beta, S0, x, w, u, h, gc)
+        ctx.BT, ctx.prec, ctx.g_dtype = BT, prec, None if g is None else g.dtype
         return o, ST
 
     @staticmethod
     def backward(ctx, do, dST):
-        "Launch the backward stages (local dU, the reverse pass over chunk states, dq and dk): the gradients of q, k, v, β and S_0."
-        q, k, v, beta, S0, x, w, u, h = ctx.saved_tensors
-        return _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, ctx.BT, ctx.prec, True) + (None, None)
+        "Launch the backward stages (local dU, the reverse pass over chunk states, dq and dk): the gradients of q, k, v, β, S_0 and g."
+        q, k, v, beta, S0, x, w, u, h, gc = ctx.saved_tensors
+        dq, dk, dv, dbeta, dS0, dg = _chunk_bwd(q, k, v, beta, S0, x, w, u, h, do, dST, ctx.BT, ctx.prec, True, gc)
+        return dq, dk, dv, dbeta, dS0, None, None, None if dg is None else dg.to(ctx.g_dtype)
 
 class ChunkLinearAttention(torch.autograd.Function):
     "Chunked linear attention (sum rule) in Triton: the delta-rule pipeline with U = V."
@@ -554,7 +627,7 @@ class ChunkLinearAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, S0, BT, prec):
         "Launch the chunked sum-rule forward kernels; saves the state before every chunk."
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        o, ST, (_, _, _, h) = _chunk_fwd(q, k, v, None, S0, BT, prec, False)
+        o, ST, (_, _, _, h, _) = _chunk_fwd(q, k, v, None, S0, BT, prec, False)
         ctx.save_for_backward(q, k, v, S0, h)
         ctx.BT, ctx.prec = BT, prec
         return o, ST
@@ -563,7 +636,7 @@ class ChunkLinearAttention(torch.autograd.Function):
     def backward(ctx, do, dST):
         "Launch the backward stages: the gradients of q, k, v and S_0."
         q, k, v, S0, h = ctx.saved_tensors
-        dq, dk, dv, _, dS0 = _chunk_bwd(q, k, v, None, S0, None, None, v, h, do, dST, ctx.BT, ctx.prec, False)
+        dq, dk, dv, _, dS0, _ = _chunk_bwd(q, k, v, None, S0, None, None, v, h, do, dST, ctx.BT, ctx.prec, False)
         return dq, dk, dv, dS0, None, None
 
 # %% ../../nbs/05_triton.ipynb #822259e2
@@ -635,12 +708,15 @@ def chunk_delta_rule(q:Tensor, # queries (B, T, H, Dk)
                      output_final_state:bool=False, # also return S_T (float32)
                      chunk_size:int=64, # 16, 32, 64 or 128
                      precision:str="tf32x3", # float32 products: "tf32x3" (float32 accuracy), "ieee" (FMAs) or "tf32" (10 bits)
+                     g:Tensor|None=None, # log decays (B, T, H): S_{t-1} scaled by exp(g_t) before step t; None: no decay
                     ) -> tuple[Tensor, Tensor|None]: # o (B, T, H, Dv), S_T or None
-    "Chunked (WY/UT) delta rule in Triton, forward and backward."
+    "Chunked (WY/UT) delta rule in Triton, optionally gated (Gated DeltaNet's decay), forward and backward."
     op = "chunk_delta_rule"
-    _check_inputs(op, {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}, initial_state)
+    specs = {'q': (q, "B T H K"), 'k': (k, "B T H K"), 'v': (v, "B T H V"), 'beta': (beta, "B T H")}
+    if g is not None: specs['g'] = (g, "B T H")
+    _check_inputs(op, specs, initial_state)
     check_triton(op, q, v, chunk_size)
-    o, S = ChunkDeltaRule.apply(q, k, v, beta, initial_state, *_chunk_args(op, q, chunk_size, precision))
+    o, S = ChunkDeltaRule.apply(q, k, v, beta, initial_state, *_chunk_args(op, q, chunk_size, precision), g)
     return o, (S if output_final_state else None)
 
 def chunk_linear_attention(q:Tensor, # queries (B, T, H, Dk), feature-mapped
@@ -663,11 +739,10 @@ def triton_delta_rule(q:Tensor, k:Tensor, v:Tensor, beta:Tensor, # as in `delta_
                       output_final_state:bool=False, # also return S_T (float32)
                       chunk_size:int=64, # steps per chunk of the chunked kernels
                       kernel:str|None=None, # "chunk" or "recurrent"; None reads RFWP_TRITON_DELTA_KERNEL (default "chunk")
-                      g:Tensor|None=None, # log decays (B, T, H); only the fused recurrent kernel has them so far
+                      g:Tensor|None=None, # log decays (B, T, H); None: no decay
                      ) -> tuple[Tensor, Tensor|None]:
-    "The Triton path of `delta_rule`: the chunked kernels, or the fused recurrent one (always, with a decay `g`)."
-    if g is not None: return fused_recurrent_delta_rule(q, k, v, beta, initial_state, output_final_state, g=g)
+    "The Triton path of `delta_rule`: the chunked kernels or the fused recurrent one, with or without a decay `g`."
     kernel = kernel or os.environ.get("RFWP_TRITON_DELTA_KERNEL", "chunk")
-    if kernel == "chunk": return chunk_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size)
-    if kernel == "recurrent": return fused_recurrent_delta_rule(q, k, v, beta, initial_state, output_final_state)
+    if kernel == "chunk": return chunk_delta_rule(q, k, v, beta, initial_state, output_final_state, chunk_size, g=g)
+    if kernel == "recurrent": return fused_recurrent_delta_rule(q, k, v, beta, initial_state, output_final_state, g=g)
     raise ValueError(f"delta_rule: unknown Triton kernel {kernel!r} (from RFWP_TRITON_DELTA_KERNEL or `kernel`); expected 'chunk' or 'recurrent'")
