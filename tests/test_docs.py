@@ -359,8 +359,9 @@ def _result_rows():
 
 def _check_command(cmd):
     "Raise when `cmd` cannot be what produced a result: an unknown `rfwp` option, a python snippet that does not compile."
-    import shlex
+    import re, shlex
     from rfwp.cli import make_parser, task_parser
+    cmd = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)+", "", cmd)        # an environment prefix such as OMP_NUM_THREADS=1
     if cmd.startswith("rfwp "):
         argv = shlex.split(cmd)[1:]
         if (own := task_parser(argv)) is not None: own[0].parse_args(own[1])
