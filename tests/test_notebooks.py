@@ -16,7 +16,8 @@ def _shows_something(src):
     if re.search(r"^#\|\s*export", src, re.M): return False
     try: tree = ast.parse("\n".join(l for l in src.splitlines() if not l.startswith(("#|", "%", "!"))))
     except SyntaxError: return False
-    calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "") for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    run = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]   # what the cell runs, not defines
+    calls = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "") for s in run for n in ast.walk(s) if isinstance(n, ast.Call)}
     top_print = any(isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) and getattr(s.value.func, "id", "") == "print" for s in tree.body)
     last = tree.body[-1] if tree.body else None
     bare = isinstance(last, ast.Expr) and isinstance(last.value, (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple, ast.Constant, ast.JoinedStr))
