@@ -416,8 +416,8 @@ def cmd_bench_ops(a:argparse.Namespace) -> int:
     shapes = _shapes(a.shapes, "--shapes") if a.shapes else DEFAULT_SHAPES
     seq = _shapes(a.seq_shapes, "--seq-shapes") if a.seq_shapes is not None else SEQ_SHAPES
     impls = tuple(x for x in a.impls.split(",") if x)
-    if not impls or (bad := [x for x in impls if x not in ("naive", "torch", "triton")]):
-        raise ValueError(f"--impls: expected comma-separated names of naive, torch, triton, got {a.impls!r}")
+    if not impls or (bad := [x for x in impls if x not in IMPLS]):
+        raise ValueError(f"--impls: expected comma-separated names of {', '.join(IMPLS)}, got {a.impls!r}")
     if a.threads: torch.set_num_threads(a.threads)
     res = bench_ops(ops, shapes, seq, impls, a.reps, not a.no_memory, log=lambda *x: print(*x, file=sys.stderr, flush=True))
     print(format_table(res))
