@@ -135,7 +135,7 @@ class FWPCore(nn.Module):
     "Linear(n_in -> d_model), `n_layers` blocks of a registry layer, LayerNorm; state: one tuple per block."
     def __init__(self, kind:str, n_in:int, d_model:int=128, n_layers:int=2, n_heads:int=4, ff_dim:int=512, impl:str="auto"):
         super().__init__()
-        self.inp = nn.Linear(n_in, d_model)
+        self.inp, kind = nn.Linear(n_in, d_model), "lstm" if kind == "lstm-block" else kind   # "lstm-block": the registry's LSTM block
         self.blocks = nn.ModuleList(make_layer(kind, d_model, n_heads, ff_dim=ff_dim, dropout=0.0, impl=impl) for _ in range(n_layers))
         self.norm, self.n_out = nn.LayerNorm(d_model), d_model
     def forward(self, x:Tensor, state:list|None=None):
@@ -175,7 +175,7 @@ def run_core(core:nn.Module, # maps (x, state) -> (y, state)
 @dataclass
 class AgentConfig:
     "The arguments of an `AtariNet` (stored in checkpoints so that `rfwp eval atari` rebuilds it)."
-    core: str = "lstm"        # "lstm" (the baseline) or any FWP kind of `rfwp.layers.LAYERS`
+    core: str = "lstm"        # "lstm" (the baseline: a bare LSTM), "lstm-block" (LSTM layers in the FWP cores' residual blocks) or any FWP kind of `rfwp.layers.LAYERS`
     encoder: str = "impala"   # "impala" (the paper's) or "nature" (14x cheaper on a CPU)
     n_actions: int = 6        # the game's minimal action set (Pong: 6)
     lstm_hidden: int = 256    # the LSTM baseline's width
@@ -195,7 +195,7 @@ class AgentConfig:
             raise ValueError(f"frame_stack: must be an int from 1 to 8, got {self.frame_stack!r}")
         if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
 
-CORES = ["lstm"] + [k for k in LAYERS if k not in ("lstm", "transformer")]
+CORES = ["lstm", "lstm-block"] + [k for k in LAYERS if k not in ("lstm", "transformer")]
 HEADS = ("core", "core+cnn")
 
 class AtariNet(nn.Module):
@@ -369,7 +369,7 @@ def ppo_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's 
 class AtariConfig:
     "Everything that defines an Atari run (saved in `config.json` and in every checkpoint)."
     game: str = "pong"          # an ALE game name
-    core: str = "lstm"          # "lstm" or an FWP kind of `rfwp.layers.LAYERS`
+    core: str = "lstm"          # "lstm" (a bare LSTM), "lstm-block" (LSTM layers in residual blocks like the FWP cores') or an FWP kind of `rfwp.layers.LAYERS`
     encoder: str = "impala"     # "impala" (paper) or "nature"
     n_envs: int = 32            # games per process = unrolls per learner batch (the paper: batch 32)
     unroll: int = 50            # agent steps per unroll (the paper: 50)
