@@ -214,6 +214,8 @@ def atari_parser(command:str) -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=12345, help="seed of the games' no-op starts (and of sampling)")
         p.add_argument("--video", default=None, help="write episode 0 to this .gif or .mp4 file")
         p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+        p.add_argument("--no-memory", action="store_true", help="zero the core's state before every step: the agent acts on the current "
+                       "observation alone (an ablation that shows how much its score rests on what it remembers)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -394,8 +396,9 @@ def cmd_eval_atari(a:argparse.Namespace) -> int:
     from rfwp.tasks.atari import load_agent, evaluate as play
     if a.threads: torch.set_num_threads(a.threads)
     net, rc = load_agent(a.run_dir)
-    res = play(net, rc["game"], a.episodes, greedy=not a.sample, seed=a.seed, noop_max=rc.get("noop_max", 30), video=a.video, progress=not a.no_progress)
-    print(f"{res['game']}: {res['episodes']} episodes ({'greedy' if res['greedy'] else 'sampled'}), score {res['mean']:.2f} ± {res['std']:.2f} "
+    res = play(net, rc["game"], a.episodes, greedy=not a.sample, seed=a.seed, noop_max=rc.get("noop_max", 30), video=a.video, progress=not a.no_progress,
+                memory=not a.no_memory)
+    print(f"{res['game']}: {res['episodes']} episodes ({'greedy' if res['greedy'] else 'sampled'}{', no memory' if a.no_memory else ''}), score {res['mean']:.2f} ± {res['std']:.2f} "
           f"(min {min(res['scores']):g}, max {max(res['scores']):g})" + (f"; video in {a.video}" if a.video else ""))
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
     return 0

@@ -391,6 +391,24 @@ def test_one_frame_observations(tmp_path):
     with pytest.raises(ValueError, match="frame_stack: must be an int from 1 to 8"): make_config("laptop", frame_stack=0).validate()
     assert AgentConfig(**{k: v for k, v in AgentConfig().__dict__.items() if k != "frame_stack"}).frame_stack == 4   # old checkpoints
 
+def test_eval_without_memory_zeroes_the_state_every_step():
+    "evaluate(memory=False) (`rfwp eval atari --no-memory`): every step starts from a zero core state; memory=True only where games reset."
+    from rfwp.tasks.atari import evaluate
+    torch.manual_seed(0)
+    net = AtariNet(AgentConfig(core="lstm", encoder="nature", n_actions=4))
+    seen, fwd = [], net.forward
+    def spy(obs, reward, done, state, **kw):
+        seen.append((done.clone(), [s.abs().sum().item() for s in state]))
+        return fwd(obs, reward, done, state, **kw)
+    net.forward = spy
+    for memory in (False, True):
+        seen.clear()
+        res = evaluate(net, "breakout", 2, greedy=False, memory=memory)
+        assert res["memory"] is memory and len(seen) > 20
+        flags = torch.stack([d for d, _ in seen])                      # (steps, 2, 1)
+        assert bool(flags.all()) is (not memory)
+        if memory: assert flags[1:].float().mean() < 0.1 and max(max(n) for _, n in seen[1:]) > 0   # a state is carried between steps
+
 # ---------------------------------------------------------------- the PPO learner (algo="ppo")
 def test_ppo_learner_learns_a_pixel_bandit(tmp_path):
     # the same stand-in game as the IMPALA test above; a random policy scores 3.3, a sign or ratio error stays there

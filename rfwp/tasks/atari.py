@@ -700,6 +700,7 @@ def evaluate(net:AtariNet, # the agent
              video=None, # a .gif or .mp4 path: episode 0's frames are written there
              fps:int=30, # of the video
              progress:bool=False,
+             memory:bool=True, # False: zero the core's state before every step, so the agent acts on the current observation alone
             ) -> dict:
     "Play `episodes` episodes; return their raw scores and their mean and standard deviation."
     if not isinstance(episodes, int) or episodes < 1: raise ValueError(f"episodes: must be a positive int, got {episodes!r}")
@@ -715,7 +716,7 @@ def evaluate(net:AtariNet, # the agent
     bar = Bar(B, 0, desc=f"eval {envs.game}", enabled=progress)
     while any(s is None for s in scores):
         if video is not None and scores[0] is None: frames.append(obs[0, -1].numpy())
-        lg, _, state = net(obs[:, None], rew[:, None], done[:, None], state)
+        lg, _, state = net(obs[:, None], rew[:, None], (done if memory else torch.ones_like(done))[:, None], state)
         p = F.softmax(lg[:, 0].float(), -1)
         a = p.argmax(-1) if greedy else torch.multinomial(p, 1, generator=g)[:, 0]
         obs, r, done, fin = envs.step(a)
@@ -724,7 +725,7 @@ def evaluate(net:AtariNet, # the agent
             if scores[i] is None: scores[i], steps[i] = s, n; bar.update(1)
     bar.close(); envs.close()
     if video is not None: write_video(frames, video, fps)
-    return dict(game=envs.game, episodes=B, greedy=greedy, mean=float(np.mean(scores)), std=float(np.std(scores)),
+    return dict(game=envs.game, episodes=B, greedy=greedy, memory=memory, mean=float(np.mean(scores)), std=float(np.std(scores)),
                 scores=scores, steps=steps)
 
 def write_video(frames:list, # (84, 84) uint8 frames
