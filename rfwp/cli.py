@@ -7,23 +7,17 @@ Docs: https://rfwp.github.io/rfwp/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #ba50b7ba
 from __future__ import annotations
 import argparse, json, sys
-from dataclasses import fields
 from pathlib import Path
 import torch
-from .tasks import TASKS, load_dataset, encode
-from .tasks.algorithmic import TrainConfig, PRESETS, RESUMABLE, make_config, train, evaluate
-from .tasks.formal import LANGS, VARIANTS
 from .utils import IMPLS
-from .run import (CheckpointError, RunFileError, SCHEDULES, load_checkpoint, load_weights, setup_dist, add_config_args,
-                      given_args, option_error)
-from .layers import LAYERS, QK_NORMS
-from .models import HEADS, ModelConfig, SeqModel
+from .run import (CheckpointError, RunFileError, load_checkpoint, add_config_args, given_args, option_error, positive_int,
+                      nonneg_float, DEVICES)
+from .tasks import TaskFace, load_builtin, task_of_checkpoint
+
 
 # %% auto #0
-__all__ = ['DEVICES', 'TRAIN_OPTIONS', 'CHOICES', 'OWN_PARSERS', 'LM_DATA', 'make_parser', 'lm_parser', 'atari_parser',
-           'bench_parser', 'default_run_dir', 'cmd_train', 'cmd_eval', 'cmd_train_lm', 'cmd_eval_lm', 'cmd_generate',
-           'cmd_train_atari', 'cmd_eval_atari', 'cmd_bench_ops', 'cmd_bench_formal', 'cmd_bench_lm', 'cmd_bench_gpu',
-           'subparser', 'task_parser', 'main']
+__all__ = ['train_parser', 'eval_parser', 'make_parser', 'cmd_train', 'bench_parser', 'cmd_bench_ops', 'cmd_bench_gpu',
+           'command_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #40220cad
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -32,204 +26,104 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, "", argparse.SUPPRESS): return action.help
         return super()._get_help_string(action)
 
-def _positive(s:str) -> int:
-    "An int >= 1."
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1: raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-def _nonneg(s:str) -> float:
-    "A number >= 0."
-    try: v = float(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {s!r}") from None
-    if not v >= 0: raise argparse.ArgumentTypeError(f"expected a number >= 0, got {v}")
-    return v
-
-def _nonneg_int(s:str) -> int:
-    "An int >= 0."
-    v = _nonneg(s)
-    if v != int(v): raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
-    return int(v)
-
-def _fraction(s:str) -> float:
-    "A number in [0, 1)."
-    v = _nonneg(s)
-    if v >= 1: raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v}")
-    return v
-
-def _choice(name:str, choices, norm=lambda s: s):
-    "An argparse type that accepts `choices` (after `norm`) and names them when it refuses."
-    def f(s):
-        v = norm(s)
-        if v not in choices: raise argparse.ArgumentTypeError(f"unknown {name} {s!r}; choose from {', '.join(choices)}")
-        return v
-    return f
 
 # %% ../nbs/11_cli.ipynb #020523e0
-DEVICES = ["auto", "cpu", "cuda"]
-
 def _new(prog:str, description:str, func) -> argparse.ArgumentParser:
     "A parser whose parsed arguments carry the command that runs them (`func`)."
     p = argparse.ArgumentParser(prog=prog, description=description, formatter_class=_Formatter)
     p.set_defaults(func=func)
     return p
 
-def _preset_arg(p, presets:dict):
-    "--preset, its help the presets' reasons."
-    p.add_argument("--preset", choices=list(presets), default="laptop",
-                   help=" ".join(f"{k.upper()}: {v.why}" for k, v in presets.items()).replace("%", "%%"))
+def _default_preset(presets:dict) -> str: return "laptop" if "laptop" in presets else next(iter(presets))
 
-def _run_args(p, presets:dict, resumable, run_dir:str):
+def _preset_arg(p, face:TaskFace):
+    "--preset, its help the presets' reasons for this task."
+    p.add_argument("--preset", choices=list(face.presets), default=_default_preset(face.presets),
+                   help=" ".join(f"{k.upper()}: {v.reason(face.preset_task)}" for k, v in face.presets.items()).replace("%", "%%"))
+
+def _run_args(p, face:TaskFace):
     "The run options of every `rfwp train <task>`, with one meaning for all; returns the group for a task's extra ones."
     r = p.add_argument_group("run")
-    r.add_argument("--run-dir", default=None, help=f"where the run's files go (default: {run_dir})")
-    r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in resumable)} may change)")
+    try: example = ", e.g. runs/" + face.run_name(face.make_config(_default_preset(face.presets)), _default_preset(face.presets))
+    except Exception: example = ""                                        # a preset that needs options (a corpus) has no example
+    r.add_argument("--run-dir", default=None, help=f"where the run's files go (default: runs/ and the task's run name{example})")
+    r.add_argument("--resume", action="store_true", help=f"continue the run in --run-dir from last.pt (only {', '.join('--' + x.replace('_', '-') for x in face.resumable)} may change)")
     r.add_argument("--overwrite", action="store_true", help="start over: delete the run files in --run-dir first")
     r.add_argument("--device", choices=DEVICES, default="auto", help="where to train (auto: a GPU if there is one)")
-    r.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: the preset's, "
-                   + ", ".join(f"{k}: {v.threads or 'torch default'}" for k, v in presets.items()) + ")")
+    r.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: the preset's, "
+                   + ", ".join(f"{k}: {v.threads or 'torch default'}" for k, v in face.presets.items()) + ")")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (messages and metrics are still written)")
-    r.add_argument("--stop-at", type=_positive, default=None, help="stop after this step as if interrupted (to try --resume)")
+    r.add_argument("--stop-at", type=positive_int, default=None, help="stop after this step as if interrupted (to try --resume)")
     return r
-
-def _load_args(p, what:str, checkpoint:bool=True, device:bool=True, threads:int|None=None):
-    "The options of every command that reads a run: the run (or checkpoint), which checkpoint, where, how many threads."
-    p.add_argument("run_dir", help=f"a run directory written by `{what}` (or a checkpoint file)")
-    if checkpoint: p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
-    if device: p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (auto: a GPU if there is one)")
-    p.add_argument("--threads", type=_positive, default=threads, help="torch CPU threads" + ("" if threads else " (default: torch's)"))
 
 def _status(res:dict) -> int:
     "A finished (or --stop-at) run exits 0; one stopped by a signal 128 + its number, the shell's convention."
     return 128 + res["signal"] if res.get("signal") else 0
 
+
 # %% ../nbs/11_cli.ipynb #619cabd3
-TRAIN_OPTIONS = [f.name for f in fields(TrainConfig) if f.name != "task"]  # every config field but the task (a positional argument)
-CHOICES = dict(model=list(LAYERS), impl=list(IMPLS), schedule=list(SCHEDULES), qk_norm=list(QK_NORMS), lang=list(LANGS))
-OWN_PARSERS = ("lm", "atari")  # tasks with options of their own: `rfwp train lm --help`, `rfwp train atari --help`
+def train_parser(face:TaskFace) -> argparse.ArgumentParser:
+    "The parser of `rfwp train <face.name>`."
+    p = _new(f"rfwp train {face.name}", face.description or face.about, cmd_train)
+    p.set_defaults(face=face)
+    _preset_arg(p, face)
+    g = p.add_argument_group("config (unset options take the preset's value)")
+    add_config_args(g, face.config, face.presets, choices=face.choices, types=face.types, skip=face.skip, task=face.preset_task)
+    _run_args(p, face)
+    if face.options: face.options(p, "train")
+    return p
 
-def make_parser() -> argparse.ArgumentParser:
-    "The `rfwp` argument parser; `train lm|atari`, `eval lm|atari`, `generate` and `bench` are parsed by `task_parser`."
+def eval_parser(face:TaskFace) -> argparse.ArgumentParser:
+    "The parser of `rfwp eval <face.name>`."
+    p = _new(f"rfwp eval {face.name}", face.eval_description or f"Evaluate a run of `rfwp train {face.name}`.", face.evaluate)
+    if face.options: face.options(p, "eval")
+    return p
+
+def make_parser(faces:dict) -> argparse.ArgumentParser:
+    "The `rfwp` parser, for `rfwp --help` and the errors of a bad command; the parsers of each task's commands are built by `command_parser`."
     p = argparse.ArgumentParser(prog="rfwp", description="Recurrent Fast Weight Programmers: train and evaluate on the paper's tasks, benchmark the ops.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{train,eval,generate,bench}", help="what to do")
+    own = {n: h for f in faces.values() for n, (h, *_) in f.commands.items()}
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(["train", "eval", *own, "bench"]) + "}", help="what to do")
     t = sub.add_parser("train", help="train a model on a task", formatter_class=_Formatter, description=(
-        "Train a model on a task and print its test accuracy. With no options: the laptop preset. "
-        "Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
-        "Ctrl-C or SIGTERM write a checkpoint and stop; continue with --resume. "
-        "Language modelling and Atari have their own options: `rfwp train lm --help`, `rfwp train atari --help`."))
-    t.set_defaults(func=cmd_train)
-    t.add_argument("task", choices=list(TASKS) + list(OWN_PARSERS), help="; ".join(f"{k}: {v['about']}" for k, v in TASKS.items())
-                   + "; lm: language modelling (see `rfwp train lm --help`); atari: Atari 2600 RL (see `rfwp train atari --help`)")
-    _preset_arg(t, PRESETS)
-    g = t.add_argument_group("config (unset options take the preset's value)")
-    add_config_args(g, TrainConfig, PRESETS, choices=CHOICES, skip=("task",))
-    r = _run_args(t, PRESETS, RESUMABLE, "runs/<task>-<model>-<preset>, e.g. runs/listops-d10-rdn-laptop")
-    r.add_argument("--data-dir", default="data", help="where datasets are generated once and shared between runs")
-    e = sub.add_parser("eval", help="evaluate a run's checkpoint on a split", formatter_class=_Formatter,
-                       description="Evaluate a run's checkpoint and print loss and accuracy. `rfwp eval lm ...` and `rfwp eval atari ...` have their own options.")
-    e.set_defaults(func=cmd_eval)
-    _load_args(e, "rfwp train")
-    e.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split of the run's dataset")
-    e.add_argument("--data-dir", default="data", help="where the run's dataset is (generated again if missing)")
-    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    sub.add_parser("generate", help="sample text from a language-model checkpoint (see `rfwp generate --help`)", add_help=False)
-    sub.add_parser("bench", help="benchmarks: ops, formal, lm-char, lm-speed, lm-word, gpu (see `rfwp bench --help`)", add_help=False)
+        "Train a model on a task and print its result. With no options: the laptop preset. Files go to --run-dir: config.json, "
+        "last.pt, best.pt, metrics.csv/json, curves.png, results.json. Ctrl-C or SIGTERM write a checkpoint and stop; continue with "
+        "--resume. Each task's options and defaults: `rfwp train TASK --help`."))
+    t.add_argument("task", choices=list(faces), help="; ".join(f"{k}: {f.about}" for k, f in faces.items()))
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint", formatter_class=_Formatter, description=(
+        "Evaluate a run: `rfwp eval TASK RUN_DIR ...`, or `rfwp eval RUN_DIR ...` (the task is read from the checkpoint). "
+        "Each task's options: `rfwp eval TASK --help`."))
+    e.add_argument("task", help=f"a task ({', '.join(faces)}) or a run directory")
+    for name, h in own.items(): sub.add_parser(name, help=f"{h} (see `rfwp {name} --help`)", add_help=False)
+    sub.add_parser("bench", help="benchmarks of the ops and the tasks (see `rfwp bench --help`)", add_help=False)
     return p
 
-# %% ../nbs/11_cli.ipynb #41d73ba1
-LM_DATA = ("data_dir", "train_file", "valid_file", "test_file", "text", "valid_frac")  # `LMTrainConfig` fields of the data group (options of their own)
 
-def _lm_data_args(p):
-    "Where the corpus comes from; the vocabulary and token arrays are cached."
-    g = p.add_argument_group("data (default: WikiText-103 from the Hugging Face hub)")
-    g.add_argument("--data-dir", default=None, help="a folder with wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (WikiText format, word level)")
-    g.add_argument("--train", default=None, help="training file (word level; overrides --data-dir's)")
-    g.add_argument("--valid", default=None, help="validation file (default: the last --valid-frac of the training file)")
-    g.add_argument("--test", default=None, help="test file (default: the validation split)")
-    g.add_argument("--text", default=None, help="any text file at character level: first 90%% train, last 10%% validation (and test)")
-    g.add_argument("--valid-frac", type=_fraction, default=None, help="held-out validation fraction when there is no validation file [default 0.1]")
-    g.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
-    g.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
-                   help="--online: use the Hugging Face hub; --no-online: its local cache only (default: the hub if huggingface.co answers within 3 s)")
+# %% ../nbs/11_cli.ipynb #81fcb5b8
+def cmd_train(a:argparse.Namespace) -> int:
+    "`rfwp train <task>`: the config from the preset and the given options; train."
+    face = a.face
+    fields, extra = face.from_args(a) if face.from_args else ({}, {})
+    try: cfg = face.make_config(a.preset, **given_args(a, face.config, skip=face.skip), **fields)
+    except ValueError as e: raise ValueError(option_error(e, face.config)) from None
+    res = face.train(cfg, a.run_dir or f"runs/{face.run_name(cfg, a.preset)}", resume=a.resume, overwrite=a.overwrite, device=a.device,
+                     threads=a.threads or face.presets[a.preset].threads, progress=not a.no_progress, stop_at=a.stop_at, **extra)
+    return _status(res)
 
-def lm_parser(command:str) -> argparse.ArgumentParser:
-    "The parser of `rfwp train lm`, `rfwp eval lm` or `rfwp generate`."
-    from rfwp.tasks import lm
-    if command == "train":
-        p = _new("rfwp train lm", "Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens "
-                 "files, or a text file at character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, "
-                 "curves.png, results.json. Ctrl-C or SIGTERM write a checkpoint; continue with --resume. "
-                 "Data-parallel: torchrun --nproc_per_node N -m rfwp.cli train lm ...", cmd_train_lm)
-        _preset_arg(p, lm.LM_PRESETS)
-        _lm_data_args(p)
-        g = p.add_argument_group("config (unset options take the preset's value)")
-        add_config_args(g, lm.LMTrainConfig, lm.LM_PRESETS, skip=LM_DATA, choices=dict(
-            model=list(LAYERS), head=list(HEADS), impl=list(IMPLS), optimizer=["adam", "adamw"], schedule=["cosine", "constant"]))
-        r = _run_args(p, lm.LM_PRESETS, lm.LM_RESUMABLE, "runs/lm-<data>-<model>-<preset>")
-        r.add_argument("--no-final-eval", action="store_true", help="skip the final sliding-window and full-context evaluation")
-    elif command == "eval":
-        p = _new("rfwp eval lm", "Perplexity of a language-model checkpoint on the run's data: non-overlapping windows of the training "
-                 "context, a sliding window, and full context (every layer's state carried across segments; for the softmax Transformer, "
-                 "whose context is its window, full context is the sliding window).", cmd_eval_lm)
-        _load_args(p, "rfwp train lm")
-        p.add_argument("--split", nargs="+", choices=list(lm.SPLITS), default=["valid", "test"], help="splits to score")
-        p.add_argument("--mode", nargs="+", choices=["windows", "sliding", "full"], default=["sliding", "full"], help="how to score")
-        p.add_argument("--stride", type=_positive, default=None, help="sliding window stride (default: the run's --eval-stride, or context // 2)")
-        p.add_argument("--streams", type=_positive, default=None, help="full context: parallel streams (default: the run's --eval-streams; 1: one stream)")
-        p.add_argument("--max-tokens", type=_nonneg_int, default=0, help="score only the first N tokens of each split (0: all)")
-        p.add_argument("--batch-size", type=_positive, default=32, help="windows per forward pass")
-        p.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
-        p.add_argument("--online", action=argparse.BooleanOptionalAction, default=None, help="hub access for WikiText-103 (default: if reachable)")
-        p.add_argument("--json", action="store_true", help="print the results as JSON")
-    else:
-        p = _new("rfwp generate", "Sample text from a language-model checkpoint (needs only the run folder: the vocabulary is in the checkpoint).", cmd_generate)
-        _load_args(p, "rfwp train lm")
-        p.add_argument("--prompt", default="", help="text to continue (words are split on spaces at word level; unknown words become <unk>; empty: start a new line)")
-        p.add_argument("--tokens", type=_positive, default=200, help="tokens to generate")
-        p.add_argument("--temperature", type=_nonneg, default=0.8, help="softmax temperature (0: greedy)")
-        p.add_argument("--top-k", type=_nonneg_int, default=0, help="sample among the k most likely tokens (0: all)")
-        p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    return p
+def _task_of_run(path:str) -> TaskFace:
+    "The task of a run directory (or checkpoint file), read from its checkpoint's `kind`."
+    p = Path(path)
+    f = p if p.is_file() else next((p / n for n in ("best.pt", "last.pt") if (p / n).exists()), None)
+    if f is None:
+        raise CheckpointError(f"{path}: neither a task ({', '.join(load_builtin())}) nor a run directory with a checkpoint (best.pt or last.pt)")
+    face = task_of_checkpoint(ck := load_checkpoint(f))
+    if face is None: raise CheckpointError(f"{f}: a checkpoint of no task this version knows (kind {ck.get('kind')!r})")
+    return face
 
-# %% ../nbs/11_cli.ipynb #62f56144
-def atari_parser(command:str) -> argparse.ArgumentParser:
-    "The parser of `rfwp train atari` or `rfwp eval atari`."
-    from rfwp.tasks import atari
-    if command == "train":
-        p = _new("rfwp train atari", "Train an IMPALA agent (V-trace; PPO with --algo ppo) with a recurrent core on an Atari game. Files go to --run-dir: "
-                 "config.json, last.pt, metrics.csv/json, episodes.csv, curves.png, results.json. Ctrl-C or SIGTERM write a checkpoint "
-                 "and stop; continue with --resume. Several learners: torchrun --nproc-per-node N -m rfwp.cli train atari ...", cmd_train_atari)
-        _preset_arg(p, atari.PRESETS)
-        g = p.add_argument_group("config (unset options take the preset's value)")
-        add_config_args(g, atari.AtariConfig, atari.PRESETS, choices=dict(encoder=list(atari.ENCODERS), impl=list(IMPLS), heads=list(atari.HEADS), algo=list(atari.ALGOS)),
-                        types=dict(core=_choice("core", atari.CORES), game=_game))
-        r = _run_args(p, atari.PRESETS, atari.RESUMABLE, "runs/atari-<game>-<core>-<preset>")
-        r.add_argument("--list-games", action="store_true", help="print the names of the games and exit")
-    else:
-        p = _new("rfwp eval atari", "Play N episodes with a trained agent and print the mean ± std of the raw score.", cmd_eval_atari)
-        _load_args(p, "rfwp train atari", checkpoint=False, device=False, threads=1)
-        p.add_argument("--episodes", type=_positive, default=30, help="number of episodes (played at once)")
-        p.add_argument("--sample", action="store_true", help="sample actions from the policy (default: greedy, the most probable action)")
-        p.add_argument("--seed", type=int, default=12345, help="seed of the games' no-op starts (and of sampling)")
-        p.add_argument("--video", default=None, help="write episode 0 to this .gif or .mp4 file")
-        p.add_argument("--json", default=None, help="also write the scores to this JSON file")
-        p.add_argument("--no-memory", action="store_true", help="zero the core's state before every step: the agent acts on the current "
-                       "observation alone (an ablation that shows how much its score rests on what it remembers)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
-
-def _game(s:str) -> str:
-    "A game name as ALE knows it (argparse type)."
-    from rfwp.tasks.atari import resolve_game
-    try: return resolve_game(s)
-    except ValueError as e: raise argparse.ArgumentTypeError(str(e).removeprefix("game: ")) from None
 
 # %% ../nbs/11_cli.ipynb #2d54b4e1
-def bench_parser() -> argparse.ArgumentParser:
-    "The parser of `rfwp bench ops|formal|lm-char|lm-speed|lm-word|gpu`: every benchmark prints a markdown table."
+def bench_parser(faces:dict) -> argparse.ArgumentParser:
+    "The parser of `rfwp bench`: the op benchmarks and every task's; each prints a markdown table."
     from rfwp.bench import CASES
-    from rfwp.tasks.lm import BENCH_MODELS
     p = argparse.ArgumentParser(prog="rfwp bench", description="Benchmarks of rfwp, each printed as a markdown table.", formatter_class=_Formatter)
     sub = p.add_subparsers(dest="what", required=True)
     o = sub.add_parser("ops", help="forward+backward speed and peak memory of every op and impl on the CPU (fp32)", formatter_class=_Formatter)
@@ -238,170 +132,25 @@ def bench_parser() -> argparse.ArgumentParser:
     o.add_argument("--shapes", default=None, help="semicolon-separated B,H,T,D shapes for every op (default: 4,8,1024,64;2,4,4096,64)")
     o.add_argument("--seq-shapes", default=None, help="extra B,H,T,D shapes for the sequential ops (default: 4,8,1024,32)")
     o.add_argument("--impls", default="naive,torch", help="implementations, compared against the first")
-    o.add_argument("--reps", type=_positive, default=3, help="timed repetitions of the fast impls")
+    o.add_argument("--reps", type=positive_int, default=3, help="timed repetitions of the fast impls")
     o.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    o.add_argument("--threads", type=_positive, default=None, help="torch CPU threads (default: torch's)")
+    o.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     o.add_argument("--json", default=None, help="also write the results to this JSON file")
-    f = sub.add_parser("formal", help="the state-tracking table: every model variant on every formal language, in and out of length", formatter_class=_Formatter)
-    f.set_defaults(func=cmd_bench_formal)
-    f.add_argument("--models", default=",".join(VARIANTS), help="comma-separated variants")
-    f.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages")
-    f.add_argument("--seeds", default="1", help="comma-separated training seeds; the table shows their mean")
-    f.add_argument("--jobs", type=_positive, default=2, help="runs at a time, one CPU thread each")
-    f.add_argument("--steps", type=_positive, default=None, help="training steps per run (default: the laptop preset's 400)")
-    f.add_argument("--root", default="runs/formal", help="run directories go in ROOT/<lang>-<model>-s<seed>")
-    f.add_argument("--data-dir", default="data", help="where the datasets are generated")
-    f.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    for name, help in (("lm-char", "language modelling 1: every model on tinyshakespeare, same small config"),
-                       ("lm-speed", "language modelling 2: training throughput of the paper's small WikiText-103 model"),
-                       ("lm-word", "language modelling 3: word level on the WikiText-2 pair, Delta Net vs Transformer")):
-        b = sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
-        b.set_defaults(func=cmd_bench_lm)
-        b.add_argument("--models", nargs="+", choices=list(LAYERS), help="layer kinds",
-                       default=["transformer", "delta"] if name == "lm-word" else list(BENCH_MODELS))
-        b.add_argument("--threads", type=_positive, default=1, help="torch CPU threads")
-        if name == "lm-speed":
-            b.add_argument("--contexts", nargs="+", type=_positive, default=[256, 1024], help="context lengths")
-            b.add_argument("--tokens", type=_positive, default=2048, help="tokens per step (batch = tokens // context)")
-            b.add_argument("--repeats", type=_positive, default=3, help="timed steps after one warm-up (the fastest counts)")
-        else:
-            b.add_argument("--data", default="../shared/data", help="folder with tinyshakespeare.txt / wikitext-2.{valid,test}.tokens")
-            b.add_argument("--root", default=f"runs/bench-{name.removeprefix('lm-')}", help="one run folder per model (finished runs are reused, interrupted ones resumed)")
-            b.add_argument("--steps", type=_positive, default=2000 if name == "lm-char" else 800, help="training steps per model")
-            b.add_argument("--carry-state", action="store_true", help="train with the state carried across steps (see `rfwp train lm --help`)")
-            b.add_argument("--cache-dir", default="data/lm-cache", help="tokenised corpora")
-        b.add_argument("--out", default=None, help="also write the table (markdown) and rows (JSON) to OUT.md / OUT.json")
+    for face in faces.values():
+        for name, (h, add, run) in face.benches.items():
+            b = sub.add_parser(name, help=h, description=h, formatter_class=_Formatter)
+            b.set_defaults(func=run); add(b)
     g = sub.add_parser("gpu", help="the Triton kernels on a CUDA GPU: checks against the PyTorch path and timings", formatter_class=_Formatter)
     g.set_defaults(func=cmd_bench_gpu)
     g.add_argument("--quick", action="store_true", help="one small shape per case (a smoke test)")
     g.add_argument("--no-fla", action="store_true", help="skip the comparison with flash-linear-attention")
     g.add_argument("--no-check", action="store_true", help="skip the correctness checks")
     g.add_argument("--shapes", default=None, help="semicolon-separated B,T,H,D shapes for every case (default: each case's own)")
-    g.add_argument("--time-budget", type=_nonneg, default=240, help="seconds since the start after which no new timing row starts (so the run ends within about 6 minutes)")
+    g.add_argument("--time-budget", type=nonneg_float, default=240, help="seconds since the start after which no new timing row starts (so the run ends within about 6 minutes)")
     g.add_argument("--cases", default=None, help="comma-separated substrings of case names to run (default: all)")
     g.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p
 
-# %% ../nbs/11_cli.ipynb #81fcb5b8
-def default_run_dir(cfg:TrainConfig, preset:str) -> str:
-    "runs/<task and its parameter>-<model>[-<options>]-<preset>, e.g. runs/formal-parity-l40-delta-beta2-laptop."
-    t = {"listops": f"listops-d{cfg.depth}", "codeexec": f"codeexec-v{cfg.n_vars}-n{cfg.n_statements}",
-         "formal": f"formal-{cfg.lang}-l{cfg.train_len}"}[cfg.task]
-    opts = (f"-beta{cfg.beta_range:g}" if cfg.beta_range != 1 else "") + ("-gate" if cfg.gate else "") + (f"-{cfg.qk_norm}" if cfg.qk_norm != "sum" else "")
-    return f"runs/{t}-{cfg.model}{opts}-{preset}"
-
-def cmd_train(a:argparse.Namespace) -> int:
-    "`rfwp train listops|codeexec|formal`."
-    try: cfg = make_config(a.task, a.preset, **given_args(a, TrainConfig, skip=("task",)))
-    except ValueError as e: raise ValueError(option_error(e, TrainConfig)) from None
-    res = train(cfg, a.run_dir or default_run_dir(cfg, a.preset), a.data_dir, resume=a.resume, overwrite=a.overwrite,
-                device=a.device, threads=a.threads or PRESETS[a.preset].threads, progress=not a.no_progress, stop_at=a.stop_at)
-    return _status(res)
-
-# %% ../nbs/11_cli.ipynb #ad2c2da7
-def cmd_eval(a:argparse.Namespace) -> int:
-    "`rfwp eval`: the metrics of a checkpoint on a split."
-    if a.threads: torch.set_num_threads(a.threads)
-    path = Path(a.run_dir)
-    if path.is_dir(): path = path / f"{a.checkpoint}.pt"
-    ck = load_checkpoint(path)
-    if (kind := ck.get("kind")) != "algorithmic":
-        cmd = {"lm": "rfwp eval lm RUN_DIR", "atari": "rfwp eval atari CHECKPOINT"}.get(kind)
-        what = {"lm": "a language-model", "atari": "an Atari"}.get(kind, "not a ListOps or code execution")
-        raise CheckpointError(f"{path}: is {what} checkpoint" + (f"; evaluate it with `{cmd}`" if cmd else ""))
-    cfg = TrainConfig.from_dict(ck["config"])
-    dd = setup_dist(a.device)
-    model = SeqModel(ModelConfig.from_dict(ck["model_config"])).to(dd.device)
-    load_weights(model, ck["model"], path)
-    spec = cfg.spec()
-    data = encode(load_dataset(spec, a.data_dir, log=lambda *x: print(*x, file=sys.stderr))[a.split], spec)
-    m = evaluate(model, data, spec.objective, 4 * cfg.batch_size, dd, len(spec.tgt_vocab))
-    m.update(checkpoint=str(path), step=ck["step"], split=a.split, n=len(data))
-    if a.json: print(json.dumps(m))
-    else: print(f"{path} (step {ck['step']}): {a.split} accuracy {100 * m['acc']:.2f}% on {len(data)} samples, loss {m['loss']:.4f}"
-               + (f", print accuracy {100 * m['print_acc']:.2f}%" if "print_acc" in m else ""))
-    return 0
-
-# %% ../nbs/11_cli.ipynb #37b1a307
-def cmd_train_lm(a:argparse.Namespace) -> int:
-    "`rfwp train lm`: the config from the preset, the data options and the given fields; train."
-    from rfwp.tasks.lm import LMTrainConfig, LM_PRESETS, make_lm_config, train_lm
-    given = given_args(a, LMTrainConfig, skip=LM_DATA)
-    given.update({k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
-                                    ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None})
-    try: cfg = make_lm_config(a.preset, **given)
-    except ValueError as e: raise ValueError(option_error(e, LMTrainConfig)) from None
-    src = Path(cfg.text).stem if cfg.text else Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103"
-    res = train_lm(cfg, a.run_dir or f"runs/lm-{src}-{cfg.model}-{a.preset}", a.cache_dir, a.resume, a.overwrite, a.device,
-                   a.threads or LM_PRESETS[a.preset].threads, not a.no_progress, a.stop_at, not a.no_final_eval, a.online)
-    return _status(res)
-
-def cmd_eval_lm(a:argparse.Namespace) -> int:
-    "`rfwp eval lm`: a run's checkpoint scored on its data, per split and mode (loss and perplexity)."
-    from rfwp.tasks.lm import LMTrainConfig, load_lm_run, load_lm_data, eval_sliding, eval_full
-    if a.threads: torch.set_num_threads(a.threads)
-    ck, model, path = load_lm_run(a.run_dir, a.checkpoint)
-    cfg = LMTrainConfig.from_dict(ck["config"])
-    dd = setup_dist(a.device); model.to(dd.device)
-    data = load_lm_data(cfg.files(), a.cache_dir, cfg.valid_frac, a.online, lambda *x: print(*x, file=sys.stderr))
-    if data.vocab != ck["vocab"]: raise CheckpointError(f"{path}: the corpus's vocabulary differs from the checkpoint's (were the data files changed?)")
-    stride, streams = a.stride or cfg.eval_stride or max(1, cfg.context // 2), a.streams or cfg.eval_streams
-    amp = cfg.amp and dd.device.type == "cuda"
-    res = dict(checkpoint=str(path), step=ck["step"], context=cfg.context, stride=stride, streams=streams)
-    for split in a.split:
-        if split == "test" and "valid" in a.split and data.splits["test"] is data.splits["valid"]:
-            res["test"] = "same as valid"
-            if not a.json and dd.main: print("test  = valid (a --text corpus has no separate test split)")
-            continue
-        for mode in a.mode:
-            ids = data.splits[split]
-            if mode == "full" and not model.carries_state:
-                r = {**eval_sliding(model, ids, cfg.context, stride, a.batch_size, a.max_tokens, dd, amp), "note": "softmax Transformer: full context = sliding window"}
-            elif mode == "full": r = eval_full(model, ids, cfg.context, streams, a.max_tokens, dd, amp)
-            else: r = eval_sliding(model, ids, cfg.context, cfg.context if mode == "windows" else stride, a.batch_size, a.max_tokens, dd, amp)
-            res[f"{split}_{mode}"] = r
-            if not a.json and dd.main:
-                unit = "nats/char" if data.level == "char" else "nats/word"
-                print(f"{split:5s} {mode:8s} loss {r['loss']:.4f} {unit}  perplexity {r['ppl']:.2f}  ({r['tokens']:,} tokens{'; ' + r['note'] if 'note' in r else ''})")
-    if a.json and dd.main: print(json.dumps(res))
-    if dd.world > 1: torch.distributed.destroy_process_group()
-    return 0
-
-def cmd_generate(a:argparse.Namespace) -> int:
-    "`rfwp generate`: text sampled from a language-model checkpoint, continuing a prompt."
-    from rfwp.tasks.lm import LMTrainConfig, LMData, load_lm_run, encode_prompt, generate
-    if a.threads: torch.set_num_threads(a.threads)
-    ck, model, _ = load_lm_run(a.run_dir, a.checkpoint)
-    dd = setup_dist(a.device); model.to(dd.device)
-    cfg = LMTrainConfig.from_dict(ck["config"])
-    new = generate(model, encode_prompt(a.prompt, ck["vocab"], ck["level"]), a.tokens, a.temperature, a.top_k, cfg.context,
-                   torch.Generator().manual_seed(a.seed))
-    sep = "" if ck["level"] == "char" or not a.prompt else " "
-    print(a.prompt + sep + LMData(ck["vocab"], ck["level"], {}).decode(new))
-    return 0
-
-# %% ../nbs/11_cli.ipynb #ea62bfeb
-def cmd_train_atari(a:argparse.Namespace) -> int:
-    "`rfwp train atari` (or the list of games)."
-    from rfwp.tasks import atari
-    if a.list_games: print("\n".join(atari.game_ids())); return 0
-    try: cfg = atari.make_config(a.preset, **given_args(a, atari.AtariConfig))
-    except ValueError as e: raise ValueError(option_error(e, atari.AtariConfig)) from None
-    res = atari.train(cfg, a.run_dir or f"runs/atari-{cfg.game}-{cfg.core}-{a.preset}", resume=a.resume, overwrite=a.overwrite,
-                      device=a.device, threads=a.threads or atari.PRESETS[a.preset].threads, progress=not a.no_progress, stop_at=a.stop_at)
-    return _status(res)
-
-def cmd_eval_atari(a:argparse.Namespace) -> int:
-    "`rfwp eval atari`: N episodes of a trained agent; the mean ± std of the raw score."
-    from rfwp.tasks.atari import load_agent, evaluate as play
-    if a.threads: torch.set_num_threads(a.threads)
-    net, rc = load_agent(a.run_dir)
-    res = play(net, rc["game"], a.episodes, greedy=not a.sample, seed=a.seed, noop_max=rc.get("noop_max", 30), video=a.video, progress=not a.no_progress,
-                memory=not a.no_memory)
-    print(f"{res['game']}: {res['episodes']} episodes ({'greedy' if res['greedy'] else 'sampled'}{', no memory' if a.no_memory else ''}), score {res['mean']:.2f} ± {res['std']:.2f} "
-          f"(min {min(res['scores']):g}, max {max(res['scores']):g})" + (f"; video in {a.video}" if a.video else ""))
-    if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
-    return 0
 
 # %% ../nbs/11_cli.ipynb #4a6ccf66
 def _shapes(s:str, what:str) -> list[tuple]:
@@ -427,55 +176,27 @@ def cmd_bench_ops(a:argparse.Namespace) -> int:
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
     return 0
 
-def cmd_bench_formal(a:argparse.Namespace) -> int:
-    "`rfwp bench formal`: the state-tracking table."
-    from rfwp.tasks.formal import LONGER, formal_suite, suite_table
-    say = lambda r: print(f"{r['lang']:8s} {r['model']:15s} seed {r['seed']}: {100 * r['acc']:.1f} / "
-                          + " / ".join(f"{100 * r[f'acc_{x:g}x']:.1f}" for x in LONGER) + f"  ({r['minutes']} min)", file=sys.stderr, flush=True)
-    kw = {} if a.steps is None else dict(steps=a.steps, eval_every=max(1, a.steps // 2))
-    try: seeds = tuple(int(s) for s in a.seeds.split(",") if s)
-    except ValueError: raise ValueError(f"--seeds: comma-separated integers, got {a.seeds!r}") from None
-    rows = formal_suite(tuple(x for x in a.models.split(",") if x), tuple(x for x in a.langs.split(",") if x), seeds,
-                        a.root, a.data_dir, a.jobs, say, **kw)
-    print(suite_table(rows))
-    if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
-    return 0
-
-def cmd_bench_lm(a:argparse.Namespace) -> int:
-    "`rfwp bench lm-char|lm-speed|lm-word`: one of the language-model benchmarks and its table."
-    from rfwp.tasks.lm import bench_char, char_table, bench_speed, speed_table, bench_word, word_table
-    if a.what == "lm-char":
-        rows = bench_char(Path(a.data) / "tinyshakespeare.txt", a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
-        table = char_table(rows)
-    elif a.what == "lm-speed":
-        rows = bench_speed(a.models, tuple(a.contexts), a.tokens, a.repeats, threads=a.threads)
-        table = speed_table(rows, tuple(a.contexts))
-    else:
-        rows = bench_word(Path(a.data) / "wikitext-2.valid.tokens", Path(a.data) / "wikitext-2.test.tokens", a.root, a.models, a.threads,
-                          a.cache_dir, steps=a.steps, carry_state=a.carry_state)
-        table = word_table(rows)
-    print(table)
-    if a.out: Path(a.out + ".md").write_text(table + "\n"); Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
-    return 0
-
 def cmd_bench_gpu(a:argparse.Namespace) -> int:
     "`rfwp bench gpu`: the Triton kernels checked and timed on a CUDA GPU."
     from rfwp.bench_gpu import gpu_report
     return gpu_report(quick=a.quick, fla=not a.no_fla, check=not a.no_check, shapes=_shapes(a.shapes, "--shapes") if a.shapes else None,
                       time_budget=a.time_budget, cases=a.cases, json_path=a.json)
 
-# %% ../nbs/11_cli.ipynb #a7cce3ba
-def subparser(parser:argparse.ArgumentParser, name:str) -> argparse.ArgumentParser:
-    "The parser of subcommand `name`."
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
-
 # %% ../nbs/11_cli.ipynb #fbc64393
-def task_parser(argv:list[str]) -> tuple[argparse.ArgumentParser, list[str]]|None:
-    "The parser of a command with options of its own (`train lm`, `eval atari`, `generate`, `bench`, ...) and the rest of `argv`."
-    if len(argv) >= 2 and argv[0] in ("train", "eval") and argv[1] in OWN_PARSERS:
-        return {"lm": lm_parser, "atari": atari_parser}[argv[1]](argv[0]), argv[2:]
-    if argv[:1] == ["generate"]: return lm_parser("generate"), argv[1:]
-    if argv[:1] == ["bench"]: return bench_parser(), argv[1:]
+def command_parser(argv:list[str]) -> tuple[argparse.ArgumentParser, list[str]]|None:
+    "The parser of the command `argv` starts with, and the rest of `argv`; None where only the top-level parser can answer (`--help`, a bad name)."
+    faces = load_builtin()
+    head = argv[0] if argv else ""
+    if head == "train" and len(argv) > 1 and argv[1] in faces: return train_parser(faces[argv[1]]), argv[2:]
+    if head == "eval" and len(argv) > 1 and not argv[1].startswith("-"):
+        if argv[1] in faces: return eval_parser(faces[argv[1]]), argv[2:]
+        return eval_parser(_task_of_run(argv[1])), argv[1:]
+    for f in faces.values():
+        if head in f.commands:
+            h, add, run = f.commands[head]
+            p = _new(f"rfwp {head}", h, run); add(p)
+            return p, argv[1:]
+    if head == "bench": return bench_parser(faces), argv[1:]
     return None
 
 def _check_outputs(a:argparse.Namespace):
@@ -489,18 +210,18 @@ def _check_outputs(a:argparse.Namespace):
 def main(argv:list[str]|None=None) -> int:
     "The `rfwp` console script; returns the exit status (2 with one line on stderr for every expected failure)."
     argv = sys.argv[1:] if argv is None else list(argv)
-    if (own := task_parser(argv)) is not None: parser, a = own[0], own[0].parse_args(own[1])
-    else:
-        parser = make_parser(); a = parser.parse_args(argv)
-        parser = subparser(parser, a.command)
-    prog = parser.prog + (f" {a.what}" if getattr(a, "what", None) else "")
+    prog = "rfwp " + " ".join(argv[:2])
     try:
+        if (own := command_parser(argv)) is None: make_parser(load_builtin()).parse_args(argv); return 2   # prints the help or the error
+        parser, a = own[0], own[0].parse_args(own[1])
+        prog = parser.prog + (f" {a.what}" if getattr(a, "what", None) else "")
         _check_outputs(a)
         return a.func(a)
     except (CheckpointError, RunFileError, ValueError, ImportError) as e:   # the data errors of `rfwp.tasks.lm` are ValueErrors
         print(f"{prog}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:   # outside a training loop (which stops cleanly itself), or a second Ctrl-C
         print(f"{prog}: interrupted", file=sys.stderr); return 130
+
 
 # %% ../nbs/11_cli.ipynb #9486fdc0
 if __name__ == "__main__": sys.exit(main())

@@ -14,12 +14,13 @@ import torch
 import torch.distributed as dist
 
 # %% auto #0
-__all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'Dist', 'setup_dist', 'processes', 'data_parallel', 'RunFileError',
+__all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'DEVICES', 'Dist', 'setup_dist', 'processes', 'data_parallel', 'RunFileError',
            'atomic_write', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'rng_state',
            'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json', 'DirLock', 'RunDir', 'Signals',
            'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves', 'lr_schedule', 'config_help', 'Preset',
-           'make_config', 'from_dict', 'add_config_args', 'option_error', 'given_args', 'Task', 'Progress',
-           'checkpoint_state', 'restore', 'fit']
+           'make_config', 'from_dict', 'add_config_args', 'option_error', 'given_args', 'positive_int', 'nonneg_float',
+           'nonneg_int', 'fraction', 'choice_of', 'add_load_args', 'Task', 'Progress', 'checkpoint_state', 'restore',
+           'fit']
 
 # %% ../nbs/07a_run.ipynb #0fbdd477
 @dataclass
@@ -410,6 +411,10 @@ class Preset:
     values:dict = field(default_factory=dict) # config fields -> values
     threads:int = 0 # torch CPU threads to use (0: torch's default); not part of the run's config
     task_values:dict = field(default_factory=dict) # {task: {field: value}} on top of `values`, for configs shared by tasks
+    task_why:dict = field(default_factory=dict) # {task: why} where a task's values have reasons of their own
+    def reason(self, task:str|None=None) -> str:
+        "Why the values are what they are for `task`."
+        return self.task_why.get(task, self.why)
 
 def make_config(cls, # the config dataclass (with `validate()`)
                 presets:dict, # name -> `Preset`
@@ -438,7 +443,9 @@ def _parse(kind, name):
     def f(s):
         try:
             if kind is tuple: return tuple(int(x) for x in s.split(",") if x.strip())
-            return kind(s)
+            v = kind(s)
+            if kind is float and not math.isfinite(v): raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+            return v
         except ValueError: raise argparse.ArgumentTypeError(f"expected {'a comma-separated list of integers' if kind is tuple else 'an integer' if kind is int else 'a number' if kind is float else kind.__name__}, got {s!r}") from None
     f.__name__ = kind.__name__
     return f
@@ -479,24 +486,122 @@ def given_args(args, cls, skip=()) -> dict:
     "The config fields set on the command line (the ones not None), but `skip`."
     return {f.name: getattr(args, f.name) for f in fields(cls) if f.name not in skip and getattr(args, f.name, None) is not None}
 
+# %% ../nbs/07a_run.ipynb #argtypes
+DEVICES = ("auto", "cpu", "cuda")
+
+def _arg_error(msg:str):
+    import argparse
+    return argparse.ArgumentTypeError(msg)
+
+def positive_int(s:str) -> int:
+    "An int >= 1 (an argparse type)."
+    try: v = int(s)
+    except ValueError: raise _arg_error(f"expected a positive integer, got {s!r}") from None
+    if v < 1: raise _arg_error(f"expected a positive integer, got {v}")
+    return v
+
+def nonneg_float(s:str) -> float:
+    "A finite number >= 0 (an argparse type)."
+    try: v = float(s)
+    except ValueError: raise _arg_error(f"expected a number >= 0, got {s!r}") from None
+    if not 0 <= v < math.inf: raise _arg_error(f"expected a finite number >= 0, got {v}")
+    return v
+
+def nonneg_int(s:str) -> int:
+    "An int >= 0 (an argparse type)."
+    v = nonneg_float(s)
+    if v != int(v): raise _arg_error(f"expected an integer >= 0, got {s!r}")
+    return int(v)
+
+def fraction(s:str) -> float:
+    "A number in [0, 1) (an argparse type)."
+    v = nonneg_float(s)
+    if v >= 1: raise _arg_error(f"expected a number in [0, 1), got {v}")
+    return v
+
+def choice_of(name:str, choices, norm=lambda s: s):
+    "An argparse type that accepts `choices` (after `norm`) and names them when it refuses."
+    def f(s):
+        v = norm(s)
+        if v not in choices: raise _arg_error(f"unknown {name} {s!r}; choose from {', '.join(choices)}")
+        return v
+    return f
+
+def add_load_args(p, # an `argparse.ArgumentParser`
+                  what:str, # the command that writes such runs, for the help
+                  checkpoint:bool=True, # offer --checkpoint best|last
+                  device:bool=True, # offer --device
+                  threads:int|None=None, # the default of --threads (None: torch's)
+                 ):
+    "The options of every command that reads a run: the run (or checkpoint), which checkpoint, where, how many threads."
+    p.add_argument("run_dir", help=f"a run directory written by `{what}` (or a checkpoint file)")
+    if checkpoint: p.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of the run")
+    if device: p.add_argument("--device", choices=DEVICES, default="auto", help="where to run (auto: a GPU if there is one)")
+    p.add_argument("--threads", type=positive_int, default=threads, help="torch CPU threads" + ("" if threads else " (default: torch's)"))
+
+
 # %% ../nbs/07a_run.ipynb #30041b22
 class Task:
-    "The defaults of a task for `fit` (see above): override what is specific."
+    """What `fit` trains (see above). A subclass defines `setup` and `train_step` (constructing one that does not fails, naming
+    the hook), sets `config`, `total` and `log_every` in `__init__`, and `model`, `opt` and `sched` in `setup`; `fit` checks both.
+    Every other hook has a default."""
     unit, resumable, eval_every, ckpt_every, max_minutes = "step", (), 0, 0, 0.0
     run_files = ("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json")
-    def train_row(self, sums:dict) -> dict: return {k: v / max(sums.get("n", 1), 1) for k, v in sums.items() if k != "n"}
-    def position(self, step:int) -> dict: return {}
-    def bar(self, row:dict) -> dict: return {k: f"{v:.3f}" for k, v in row.items() if k == "loss"}
-    def evaluate(self) -> dict: return {}
-    def score(self, row:dict) -> float: return -row["loss"]
-    def state_dict(self) -> dict: return {}
-    def load_state_dict(self, d:dict): pass
-    def checkpoint_extra(self) -> dict: return {}
-    def before_checkpoint(self, step:int): pass
-    def plot(self, rows:list[dict], path): pass
-    def finish(self, best:dict, say) -> dict: return {}
-    def describe(self) -> str: return ""
-    def close(self): pass
+    REQUIRED = ("setup", "train_step")                 # hooks without a default
+    ATTRS = ("config", "total", "log_every")           # set by `__init__`
+    BUILT = ("model", "opt", "sched")                  # set by `setup`
+
+    def __new__(cls, *args, **kwargs):
+        if missing := [h for h in cls.REQUIRED if getattr(cls, h) is getattr(Task, h)]:
+            raise TypeError(f"{cls.__name__} cannot be trained: it does not define the hook(s) {', '.join(missing)} that `fit` needs")
+        return super().__new__(cls)
+    def setup(self, dd:Dist, say):
+        "Load the data, build `model` (its weights are checkpointed), `net` (what trains: `data_parallel(model)`), `opt` and `sched`."
+        raise NotImplementedError
+    def train_step(self, step:int) -> dict:
+        "One optimiser step; statistics that add up over steps and processes (e.g. summed loss and a count `n`)."
+        raise NotImplementedError
+    def train_row(self, sums:dict) -> dict:
+        "A train row's metrics from the summed statistics of its steps (default: the means over `n`)."
+        return {k: v / max(sums.get("n", 1), 1) for k, v in sums.items() if k != "n"}
+    def position(self, step:int) -> dict:
+        "Where the data stands (epoch, frames), added to every row."
+        return {}
+    def bar(self, row:dict) -> dict:
+        "What the progress bar shows of a train row."
+        return {k: f"{v:.3f}" for k, v in row.items() if k == "loss"}
+    def evaluate(self) -> dict:
+        "The validation metrics (every `eval_every` steps)."
+        return {}
+    def score(self, row:dict) -> float:
+        "How good a validation row is, higher is better (`best.pt` keeps the best)."
+        return -row["loss"]
+    def state_dict(self) -> dict:
+        "The task's position in its data, beyond what `fit` saves (weights, optimiser, schedule, random states)."
+        return {}
+    def load_state_dict(self, d:dict):
+        "Restore what `state_dict` returned."
+    def checkpoint_extra(self) -> dict:
+        "What a checkpoint needs beyond the training state to be used later: its `kind`, the model config, a vocabulary."
+        return {}
+    def before_checkpoint(self, step:int):
+        "Make the coming checkpoint a restart point (e.g. restart the Atari games)."
+    def plot(self, rows:list[dict], path):
+        "Draw the learning curves to `path`."
+    def finish(self, best:dict, say) -> dict:
+        "The final test with the best checkpoint `best` (its weights are loaded); results for `results.json`."
+        return {}
+    def describe(self) -> str:
+        "One or two lines on the data and the model, printed at the start."
+        return ""
+    def close(self):
+        "Release what `setup` opened (environments, worker processes)."
+
+def _check_task(task:Task, names, when:str):
+    "Fail with the missing attribute's name rather than an `AttributeError` deep inside the loop."
+    if missing := [n for n in names if not hasattr(task, n)]:
+        raise TypeError(f"{type(task).__name__} cannot be trained: {when} did not set {', '.join(missing)}")
+
 
 # %% ../nbs/07a_run.ipynb #2e51ffc3
 @dataclass
@@ -538,6 +643,7 @@ def fit(task:Task, # what to train (see above)
         log=print, # where messages go
        ) -> dict:
     "Train (or continue) `task` in `run_dir`; return its results (`status`, `step`, `best`, ..., what `finish` adds)."
+    _check_task(task, Task.ATTRS, "its __init__")
     task.config.validate()
     if threads: torch.set_num_threads(threads)
     with processes(device) as dd:
@@ -546,6 +652,7 @@ def fit(task:Task, # what to train (see above)
         try:
             ck = _open(task, dd, rd, resume, overwrite)
             task.setup(dd, say)
+            _check_task(task, Task.BUILT, "its setup")
             p = restore(task, ck, rd / "last.pt", dd) if ck is not None else Progress()
             if ck is not None: say(f"resuming {rd.path} at {task.unit} {p.step}")
             say(task.describe() + f"; run dir {rd.path}")

@@ -6,7 +6,7 @@ import pytest
 from rfwp.cli import main, make_parser, subparser, TRAIN_OPTIONS
 from rfwp.tasks.algorithmic import TrainConfig, PRESETS
 from rfwp.run import SCHEDULES
-from rfwp.tasks import TASKS
+from rfwp.data import DATASETS
 from rfwp.layers import LAYERS
 
 def run(*argv):
@@ -39,7 +39,7 @@ def test_help_lists_every_option():
     assert set(TRAIN_OPTIONS) == {f.name for f in fields(TrainConfig)} - {"task"}
     for opt in ("--preset", "--run-dir", "--data-dir", "--resume", "--overwrite", "--device", "--threads", "--no-progress", "--stop-at"):
         assert opt in h
-    for name in [*TASKS, *PRESETS, *LAYERS]: assert name in h
+    for name in [*DATASETS, *PRESETS, *LAYERS]: assert name in h
     from rfwp.tasks.algorithmic import make_config
     assert f"laptop: {make_config('listops', 'laptop').lr}" in h and "paper: 0.0003" in h   # the presets' values are shown
     # every option has a help text
@@ -73,7 +73,7 @@ def test_tasks_with_options_of_their_own(argv, prog, word):
 # ---------------------------------------------------------------- early failures
 
 @pytest.mark.parametrize("argv,choices", [
-    (["train", "sorting"], TASKS),
+    (["train", "sorting"], DATASETS),
     (["train", "listops", "--model", "gru"], LAYERS),
     (["train", "listops", "--preset", "huge"], PRESETS),
     (["train", "listops", "--schedule", "exponential"], SCHEDULES),

@@ -2,7 +2,7 @@
 import json, random, re
 import pytest
 from rfwp.tasks.formal import LANGS, formal_sample, formal_labels, S3, formal_suite, suite_table, VARIANTS
-from rfwp.tasks import TaskSpec, TASKS, encode
+from rfwp.data import DataSpec, DATASETS, encode
 from rfwp.tasks.algorithmic import make_config, train, longer_tests
 
 QUIET = dict(overwrite=True, threads=1, progress=False, log=lambda *a, **k: None)
@@ -51,10 +51,10 @@ def test_bad_lengths_and_language():
     with pytest.raises(ValueError, match="min_len"): formal_sample(random.Random(0), "parity", 0, 3)
 
 def test_task_spec_and_longer_splits():
-    spec = TaskSpec("formal", lang="mod3", n_train=50, n_valid=10, n_test=10)
-    assert spec.name() == "formal-mod3-l1-40-s0" and TASKS["formal"]["objective"] == "state"
-    assert spec.generate("test") == TaskSpec("formal", lang="mod3", n_test=10).generate("test")
-    assert spec.generate("train", 5) != TaskSpec("formal", lang="mod3", seed=1).generate("train", 5)
+    spec = DataSpec("formal", lang="mod3", n_train=50, n_valid=10, n_test=10)
+    assert spec.name() == "formal-mod3-l1-40-s0" and DATASETS["formal"]["objective"] == "state"
+    assert spec.generate("test") == DataSpec("formal", lang="mod3", n_test=10).generate("test")
+    assert spec.generate("train", 5) != DataSpec("formal", lang="mod3", seed=1).generate("train", 5)
     long = longer_tests(spec, n=20)
     assert set(long) == {2.5, 10}
     assert 51 <= int(long[2.5].lengths.min()) and int(long[2.5].lengths.max()) <= 100

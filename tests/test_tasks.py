@@ -1,7 +1,7 @@
 "Algorithmic task generators: every label against an independent evaluator, determinism, files, batches."
 import os, random, subprocess, sys, statistics
 import pytest, torch
-from rfwp.tasks import (Vocab, code_program, run_program, listops_sample, eval_listops, TaskSpec, NO_OUT, code_trace, CODE_TRACE_VOCAB,
+from rfwp.data import (Vocab, code_program, run_program, listops_sample, eval_listops, DataSpec, NO_OUT, code_trace, CODE_TRACE_VOCAB,
                         CODE_SRC_VOCAB, CODE_TGT_VOCAB, LISTOPS_SRC_VOCAB, write_split, read_split, load_dataset,
                         encode, batch_order, get_batch)
 
@@ -130,24 +130,24 @@ def test_eval_listops_small():
 # ---------------------------------------------------------------- determinism, splits, files
 
 def test_determinism_by_seed():
-    a = TaskSpec("listops", depth=4, n_train=50, seed=0).generate("train")
-    assert a == TaskSpec("listops", depth=4, n_train=50, seed=0).generate("train")
-    assert a != TaskSpec("listops", depth=4, n_train=50, seed=1).generate("train")
-    assert a[:10] == TaskSpec("listops", depth=4, n_train=10, seed=0).generate("train")   # a prefix
-    c = TaskSpec("codeexec", n_valid=20)
+    a = DataSpec("listops", depth=4, n_train=50, seed=0).generate("train")
+    assert a == DataSpec("listops", depth=4, n_train=50, seed=0).generate("train")
+    assert a != DataSpec("listops", depth=4, n_train=50, seed=1).generate("train")
+    assert a[:10] == DataSpec("listops", depth=4, n_train=10, seed=0).generate("train")   # a prefix
+    c = DataSpec("codeexec", n_valid=20)
     assert c.generate("valid") != c.generate("test")
 
 def test_determinism_across_processes():
     "String seeds do not depend on PYTHONHASHSEED."
-    code = "from rfwp.tasks import TaskSpec; print(TaskSpec('codeexec', n_test=3).generate('test')[2][0][:30])"
+    code = "from rfwp.data import DataSpec; print(DataSpec('codeexec', n_test=3).generate('test')[2][0][:30])"
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert len(outs) == 1
 
 def test_processes_generating_one_dataset_at_once(tmp_path):
     "Several processes that need the same dataset (e.g. `rfwp bench formal --jobs 2`) generate it side by side without colliding."
-    code = ("import sys; from rfwp.tasks import TaskSpec, load_dataset; "
-            "load_dataset(TaskSpec('formal', lang='parity', n_train=20000, n_valid=300, n_test=300), sys.argv[1], log=lambda *a: None)")
+    code = ("import sys; from rfwp.data import DataSpec, load_dataset; "
+            "load_dataset(DataSpec('formal', lang='parity', n_train=20000, n_valid=300, n_test=300), sys.argv[1], log=lambda *a: None)")
     # 3 rounds of 4 processes: with a temp name shared by the processes (before), about one process in four died
     for r in range(3):
         procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"data{r}")], stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -158,7 +158,7 @@ def test_processes_generating_one_dataset_at_once(tmp_path):
         assert len(read_split(d / "train.txt")) == 20000
 
 def test_file_round_trip(tmp_path):
-    spec = TaskSpec("codeexec", n_train=20, n_valid=5, n_test=5)
+    spec = DataSpec("codeexec", n_train=20, n_valid=5, n_test=5)
     samples = spec.generate("train")
     write_split(tmp_path / "a.txt", samples)
     assert read_split(tmp_path / "a.txt") == samples
@@ -168,7 +168,7 @@ def test_file_round_trip(tmp_path):
     with pytest.raises(ValueError, match="bad.txt:1"): read_split(tmp_path / "bad.txt")
 
 def test_load_dataset(tmp_path):
-    spec = TaskSpec("listops", depth=3, n_train=30, n_valid=10, n_test=10)
+    spec = DataSpec("listops", depth=3, n_train=30, n_valid=10, n_test=10)
     data = load_dataset(spec, tmp_path, log=lambda *a: None)
     assert {k: len(v) for k, v in data.items()} == {"train": 30, "valid": 10, "test": 10}
     assert data["test"] == spec.generate("test")
@@ -176,7 +176,7 @@ def test_load_dataset(tmp_path):
     mtime = (d / "train.txt").stat().st_mtime_ns
     assert load_dataset(spec, tmp_path, log=lambda *a: None) == data                       # reused, not rewritten
     assert (d / "train.txt").stat().st_mtime_ns == mtime
-    small = TaskSpec("listops", depth=3, n_train=5, n_valid=10, n_test=10)
+    small = DataSpec("listops", depth=3, n_train=5, n_valid=10, n_test=10)
     assert load_dataset(small, tmp_path, log=lambda *a: None)["train"] == data["train"][:5]
     assert Vocab.load(d / "src_vocab.txt") == LISTOPS_SRC_VOCAB
     (d / "meta.json").write_text('{"task": "codeexec"}')
@@ -187,12 +187,12 @@ def test_vocab():
     assert v.encode(["b", "a"]) == [2, 1] and v.decode(torch.tensor([1, 2])) == ["a", "b"]
     with pytest.raises(ValueError, match="unknown word 'c'"): v.encode(["c"])
     with pytest.raises(ValueError, match="duplicate"): Vocab(["a", "a"])
-    with pytest.raises(ValueError, match="choose from"): TaskSpec("sorting")
+    with pytest.raises(ValueError, match="choose from"): DataSpec("sorting")
 
 # ---------------------------------------------------------------- tensors and batches
 
 def test_encode_and_batches():
-    spec = TaskSpec("codeexec", n_statements=10, n_train=64)
+    spec = DataSpec("codeexec", n_statements=10, n_train=64)
     samples = spec.generate("train")
     enc = encode(samples, spec)
     for i, (s, t) in enumerate(samples):
@@ -210,7 +210,7 @@ def test_encode_and_batches():
     assert sorted(torch.cat([h["lengths"] for h in halves]).tolist()) == sorted(b["lengths"].tolist())
 
 def test_listops_encoding():
-    spec = TaskSpec("listops", depth=2, n_train=10)
+    spec = DataSpec("listops", depth=2, n_train=10)
     samples = spec.generate("train")
     enc = encode(samples, spec)
     assert enc.targets.shape == (10,)

@@ -138,7 +138,7 @@ def test_codeexec_run(data_dir, tmp_path):
 
 def test_codeexec_trace_loss(data_dir, tmp_path):
     "trace > 0: extra output units trained on the program's trace; the task's metrics read only the task's classes."
-    from rfwp.tasks import CODE_TGT_VOCAB, CODE_TRACE_VOCAB
+    from rfwp.data import CODE_TGT_VOCAB, CODE_TRACE_VOCAB
     from rfwp.tasks.algorithmic import trace_targets, AlgoTask
     small = {k: v for k, v in TINY.items() if k != "depth"}
     kw = {**small, "n_statements": 6, "n_train": 64, "n_valid": 16, "n_test": 16, "batch_size": 8, "steps": 6, "eval_every": 3}
@@ -256,7 +256,7 @@ def test_codeexec_learns_short_programs_and_not_random_targets(tmp_path):
     # variable's name, which the model has read: the same LSTM reached 67.7% print accuracy on it in one run and
     # 30.8% in another, falling back to "the last digit in the program".)
     import random
-    from rfwp.tasks import prepare_dataset, read_split, write_split, SPLITS, CODE_TGT_VOCAB, NO_OUT
+    from rfwp.data import prepare_dataset, read_split, write_split, SPLITS, CODE_TGT_VOCAB, NO_OUT
     cfg = make_config("codeexec", "laptop", model="lstm", n_vars=3, n_statements=5, n_train=4000, n_valid=200, n_test=500,
                       n_layers=2, d_model=64, n_heads=4, ff_dim=128, steps=1000, eval_every=500, lr=3e-3, warmup=30, max_minutes=0,
                       trace=0.0)  # the task's own loss (the laptop preset adds the trace)

@@ -6,29 +6,32 @@ Docs: https://rfwp.github.io/rfwp/training.html.md"""
 
 # %% ../../nbs/07b_training.ipynb #78cdf6d9
 from __future__ import annotations
-import dataclasses, json
+import dataclasses, json, sys
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
-from . import TaskSpec, TASKS, load_dataset, encode, batch_order, get_batch, Encoded, CODE_SRC_VOCAB, CODE_TRACE_VOCAB, code_trace
+from ..data import DataSpec, DATASETS, load_datasets, load_dataset, encode, batch_order, get_batch, Encoded, CODE_SRC_VOCAB, CODE_TRACE_VOCAB, code_trace
 from fastcore.basics import patch
 from ..models import ModelConfig, SeqModel
+from ..layers import LAYERS, QK_NORMS
+from . import TaskFace, register
 from ..utils import IMPLS
-from ..run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES,
+from ..run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES, setup_dist,
+                      load_checkpoint, load_weights, CheckpointError, add_load_args,
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'TrainConfig', 'make_config', 'sequence_objective', 'token_objective',
-           'state_objective', 'summarize', 'evaluate', 'trace_targets', 'AlgoTask', 'longer_tests', 'train',
-           'compare_models']
+__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'OWN_FIELDS', 'TrainConfig', 'make_config', 'sequence_objective',
+           'token_objective', 'state_objective', 'summarize', 'evaluate', 'trace_targets', 'AlgoTask', 'longer_tests',
+           'train', 'compare_models', 'run_name', 'eval_run', 'task_face']
 
 # %% ../../nbs/07b_training.ipynb #313857c6
 @dataclass
 class TrainConfig:
     "Everything that defines a training run (saved in `config.json` and in every checkpoint)."
     # data
-    task:str = "listops" # the task: a key of `rfwp.tasks.TASKS`
+    task:str = "listops" # the task: a key of `rfwp.data.DATASETS`
     depth:int = 10 # ListOps: nesting depth of every sample (the paper: 10 and 15)
     n_vars:int = 3 # code execution: number of variables (the paper: 3 and 5)
     n_statements:int = 100 # code execution: statements per program (the paper: 100)
@@ -67,9 +70,9 @@ class TrainConfig:
     max_minutes:float = 0.0 # stop training after this many minutes, then test (0: no limit)
     seed:int = 1 # seed of the initialisation, dropout and batch order
 
-    def spec(self) -> TaskSpec:
+    def spec(self) -> DataSpec:
         "The dataset of this run."
-        return TaskSpec(self.task, depth=self.depth, n_vars=self.n_vars, n_statements=self.n_statements, lang=self.lang, min_len=1,
+        return DataSpec(self.task, depth=self.depth, n_vars=self.n_vars, n_statements=self.n_statements, lang=self.lang, min_len=1,
                         max_len=self.train_len, n_train=self.n_train, n_valid=self.n_valid, n_test=self.n_test, seed=self.data_seed)
     def model_config(self, max_len:int=4096) -> ModelConfig:
         "The `ModelConfig` of this run's model."
@@ -88,7 +91,8 @@ class TrainConfig:
 def validate(self:TrainConfig):
     "Raise a `ValueError` naming the first invalid field."
     from rfwp.layers import LAYERS
-    if self.task not in TASKS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(TASKS)}")
+    if self.task not in DATASETS: load_datasets()
+    if self.task not in DATASETS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(DATASETS)}")
     if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
     if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
     if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
@@ -103,10 +107,9 @@ def validate(self:TrainConfig):
     if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
     if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
     if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
-    if self.task == "formal":
-        from rfwp.tasks.formal import LANGS
-        if self.lang not in LANGS: raise ValueError(f"lang: unknown language {self.lang!r}; choose from {', '.join(LANGS)}")
-        if self.train_len < 2: raise ValueError(f"train_len: must be >= 2, got {self.train_len}")
+    for k, allowed in DATASETS[self.task]["choices"].items():      # e.g. the formal language
+        if getattr(self, k) not in allowed: raise ValueError(f"{k}: unknown value {getattr(self, k)!r}; choose from {', '.join(allowed)}")
+    if self.task == "formal" and self.train_len < 2: raise ValueError(f"train_len: must be >= 2, got {self.train_len}")
     if not 0 < self.beta_range <= 2: raise ValueError(f"beta_range: must be in (0, 2], got {self.beta_range}")
     try: self.model_config()
     except ValueError as e: raise ValueError(f"model options: {e}") from None
@@ -120,38 +123,32 @@ PRESETS = dict(
     paper=Preset("The official code's setting: 4 layers, d_model 256, 16 heads, FF 1024, dropout 0.1, "
                  "batch 64, Adam 3e-4 (0.9, 0.995, eps 1e-9), constant lr, 200 epochs of 10k samples, evaluated every epoch. "
                  "Hours on a GPU; days on a CPU."),
-    laptop=Preset("Fits 10 minutes on a 2-core CPU (measured: 3.6 min in all for ListOps depth 10, test accuracy 73.0%). "
-                  "A 2-layer d_model 128 model with 8 heads of 16: the recurrent ops' cost grows with the number of "
-                  "sequential steps and the fast-weight entries B·H·D², and 8 heads of 16 learned faster than 4 of 32 or "
-                  "3 layers at the same time. Batch 32 (more updates per sample; the step cost is linear in the batch), "
-                  "a ~7x larger lr with 50 warm-up steps and cosine decay to make 1000 steps count, gradient clipping at 1 "
-                  "for stability at that lr, no dropout (3 epochs do not overfit), 500 validation samples every 200 steps, "
-                  "a 9-minute guard, and one CPU thread: the ops are chains of small kernels that a second thread barely "
-                  "speeds up, and one thread does not stall when another process competes for the cores. Code execution: "
-                  "programs of 10 statements (~44 tokens, ~3 prints) instead of 100 (~450 tokens, most without a target), "
-                  "3 blocks (2 blocks stay at ~50% print accuracy, printing the last assigned value whatever the variable), "
-                  "50k programs, 4800 steps (~8.8 min on one thread), and an auxiliary loss on the program's trace (trace=1: "
-                  "the value each statement writes and each condition, from extra output units; the task's targets and accuracies "
-                  "stay the paper's): without it the model learns plain assignments (96% of those prints right) long before "
-                  "conditional ones (52-66%), and seeds 2 and 3 stopped at 84-85% print accuracy; measured on 3 variables, one "
-                  "thread, load 2: print / sequence accuracy 94.0 / 82.5%, 95.2 / 84.8%, 97.7 / 92.8% for seeds 1-3). Formal languages: "
-                  "2 blocks of d_model 64 (4 heads of 16), FF 128, 5k strings of 1-40 symbols, 400 steps at lr 3e-3 (measured on "
-                  "parity, one thread: 0.3-0.7 min per model; the LSTM, the RDN and the Delta Net with beta_range 2 reach 96-100% "
-                  "sequence accuracy on strings 10x as long, the linear Transformer and the beta <= 1 Delta Net 0%).",
+    laptop=Preset("Minutes on a 2-core CPU, one thread: 2 blocks of d_model 128 (8 heads of 16), batch 32, lr 2e-3 with 50 warm-up "
+                  "steps, cosine decay and clipping at 1, no dropout, 1000 steps, 500 validation samples every 200 steps. "
+                  "Measured: the RDN on depth-10 ListOps, 73.0% test accuracy (the reasons and measurements: 07b_training).",
                   dict(n_layers=2, d_model=128, n_heads=8, ff_dim=256, dropout=0.0, lr=2e-3, schedule="cosine", warmup=50,
-                       clip=1.0, batch_size=32, steps=1000, eval_every=200, log_every=10, n_valid=500, max_minutes=9.0),
+                       clip=1.0, batch_size=32, steps=1000, eval_every=200, log_every=10, n_valid=500),
                   threads=1, task_values=dict(codeexec=dict(n_statements=10, n_layers=3, n_train=50_000, steps=4800, eval_every=400, trace=1.0),
-                                   formal=dict(d_model=64, n_heads=4, ff_dim=128, n_train=5000, n_valid=300, steps=400,
-                                               eval_every=200, lr=3e-3))),
+                                              formal=dict(d_model=64, n_heads=4, ff_dim=128, n_train=5000, n_valid=300, steps=400,
+                                                          eval_every=200, lr=3e-3)),
+                  task_why=dict(
+                      codeexec="The ListOps laptop model with 3 blocks, on programs of 10 statements (not 100), 50k programs, 4800 steps "
+                               "(about 9 minutes of one idle core, more under load) and an auxiliary loss on the program's trace (trace=1). "
+                               "Measured: the RDN's print / sequence accuracy 94.0 / 82.5%, 95.2 / 84.8%, 97.7 / 92.8% for seeds 1-3 "
+                               "(the reasons: 07b_training).",
+                      formal="2 blocks of d_model 64 (4 heads of 16), FF 128, 5k strings of 1-40 symbols, 400 steps at lr 3e-3: "
+                             "under a minute per model on one thread (the measurements: 07c_formal).")),
 )
 
-def make_config(task:str="listops", # a key of `rfwp.tasks.TASKS`
+def make_config(task:str="listops", # a key of `rfwp.data.DATASETS`
                 preset:str="laptop", # a key of `PRESETS`
                 **overrides, # any `TrainConfig` field
                ) -> TrainConfig:
     "The config of `preset` for `task`, with `overrides`; invalid names and values raise `ValueError`."
-    if preset in PRESETS and task not in TASKS: raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(TASKS)}")
+    if task not in DATASETS: load_datasets()
+    if preset in PRESETS and task not in DATASETS: raise ValueError(f"task: unknown task {task!r}; choose from {', '.join(DATASETS)}")
     return _make(TrainConfig, PRESETS, preset, task=task, **overrides)
+
 
 # %% ../../nbs/07b_training.ipynb #38d9a327
 def sequence_objective(logits:Tensor, # (B, T, C)
@@ -217,7 +214,7 @@ def evaluate(model, data:Encoded, objective:str, batch_size:int=256, dd:Dist=Dis
     return summarize(dd.sum(sums))
 
 # %% ../../nbs/07b_training.ipynb #8b4ccd0e
-def _load_data(spec:TaskSpec, data_dir, dd:Dist, say) -> dict:
+def _load_data(spec:DataSpec, data_dir, dd:Dist, say) -> dict:
     "Encoded splits; rank 0 generates the dataset files first if needed."
     if dd.main: data = load_dataset(spec, data_dir, log=say)
     dd.barrier()
@@ -258,7 +255,7 @@ class AlgoTask(Task):
 
     def describe(self) -> str:
         c, e = self.config, self.enc
-        return (f"{c.task} ({TASKS[c.task]['about']}): {len(e['train'])} train / {len(e['valid'])} valid / {len(e['test'])} test samples\n"
+        return (f"{c.task} ({DATASETS[c.task]['about']}): {len(e['train'])} train / {len(e['valid'])} valid / {len(e['test'])} test samples\n"
                 f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {self.n_params:,} parameters; "
                 f"{c.steps} steps of batch {c.batch_size} on {self.dd.world} x {self.dd.device.type}")
 
@@ -302,10 +299,10 @@ def train_step(self:AlgoTask, step:int) -> dict:
     return {**s, "tokens_seen": int(b["lengths"].sum())}
 
 # %% ../../nbs/07b_training.ipynb #longer02
-def longer_tests(spec:TaskSpec, n:int=500) -> dict:
+def longer_tests(spec:DataSpec, n:int=500) -> dict:
     "{factor: the encoded test split of samples `factor` times as long} for the tasks that define it; {} for the others."
-    if TASKS[spec.task]["longer"] is None: return {}
-    factors, longer = TASKS[spec.task]["longer"]
+    if DATASETS[spec.task]["longer"] is None: return {}
+    factors, longer = DATASETS[spec.task]["longer"]
     return {f: encode((s := dataclasses.replace(longer(spec, f), n_test=n)).generate("test"), s) for f in factors}
 
 # %% ../../nbs/07b_training.ipynb #555e16f8
@@ -347,7 +344,7 @@ def train(cfg:TrainConfig, # what to train
                progress=progress, stop_at=stop_at, final=test, log=log)
 
 # %% ../../nbs/07b_training.ipynb #c8d073e6
-def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
+def compare_models(task:str="listops", # a key of `rfwp.data.DATASETS`
                    models=("lstm", "transformer", "linear", "delta", "delta_rnn", "delta_lstm", "rdn"), # layer kinds
                    minutes:float=4.0, # training budget per model (evaluations included)
                    root="runs/compare", # run directories go in root/<task>-<model>
@@ -379,3 +376,57 @@ def compare_models(task:str="listops", # a key of `rfwp.tasks.TASKS`
             if "print_acc" in r[split]: row[f"print_acc_{split[5:]}"] = round(r[split]["print_acc"], 4)
         rows.append(row); log(row)
     return rows
+
+# %% ../../nbs/07b_training.ipynb #face002
+def run_name(cfg:TrainConfig, preset:str) -> str:
+    "<dataset>-<model>[-<options>]-<preset>: e.g. listops-d10-rdn-laptop, formal-parity-l1-40-delta-beta2-laptop."
+    opts = (f"-beta{cfg.beta_range:g}" if cfg.beta_range != 1 else "") + ("-gate" if cfg.gate else "") + (f"-{cfg.qk_norm}" if cfg.qk_norm != "sum" else "")
+    return f"{cfg.spec().name().rsplit('-s', 1)[0]}-{cfg.model}{opts}-{preset}"
+
+def eval_run(a) -> int:
+    "`rfwp eval [TASK] RUN_DIR`: the metrics of a run's checkpoint on a split."
+    if a.threads: torch.set_num_threads(a.threads)
+    path = Path(a.run_dir)
+    if path.is_dir(): path = path / f"{a.checkpoint}.pt"
+    ck = load_checkpoint(path)
+    if ck.get("kind") != "algorithmic": raise CheckpointError(f"{path}: is not a checkpoint of ListOps, code execution or a formal language "
+                                                             f"(kind {ck.get('kind')!r}); `rfwp eval RUN_DIR` finds the task of a run")
+    cfg = TrainConfig.from_dict(ck["config"])
+    dd = setup_dist(a.device)
+    model = SeqModel(ModelConfig.from_dict(ck["model_config"])).to(dd.device)
+    load_weights(model, ck["model"], path)
+    spec = cfg.spec()
+    data = encode(load_dataset(spec, a.data_dir, log=lambda *x: print(*x, file=sys.stderr))[a.split], spec)
+    m = evaluate(model, data, spec.objective, 4 * cfg.batch_size, dd, len(spec.tgt_vocab))
+    m.update(checkpoint=str(path), step=ck["step"], split=a.split, n=len(data))
+    if a.json: print(json.dumps(m))
+    else: print(f"{path} (step {ck['step']}): {a.split} accuracy {100 * m['acc']:.2f}% on {len(data)} samples, loss {m['loss']:.4f}"
+               + (f", print accuracy {100 * m['print_acc']:.2f}%" if "print_acc" in m else ""))
+    return 0
+
+def _options(p, command:str):
+    "The options of the algorithmic tasks beyond their config: where the datasets are; for `eval`, the run and the split."
+    if command == "eval":
+        add_load_args(p, "rfwp train")
+        p.add_argument("--split", choices=["test", "valid", "train"], default="test", help="which split of the run's dataset")
+        p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--data-dir", default="data", help="where datasets are generated once and shared between runs" if command == "train"
+                   else "where the run's dataset is (generated again if missing)")
+
+# the config fields of one task only; the others are not options of the other tasks
+OWN_FIELDS = dict(listops=("depth",), codeexec=("n_vars", "n_statements", "trace"), formal=("lang", "train_len"))
+
+def task_face(name:str, # a key of `DATASETS` (and of `OWN_FIELDS`)
+              choices:dict|None=None, # more field -> allowed values (the formal languages)
+              **kw, # more `TaskFace` fields (benchmarks)
+             ) -> TaskFace:
+    "The face of algorithmic task `name`: `TrainConfig` with that task's preset values and options."
+    others = tuple(f for t, fs in OWN_FIELDS.items() if t != name for f in fs)
+    return TaskFace(name, DATASETS[name]["about"], TrainConfig, PRESETS, RESUMABLE, lambda preset, **f: make_config(name, preset, **f), train,
+                    run_name, eval_run, description=f"Train a model on {DATASETS[name]['about']}; print its test accuracy.",
+                    eval_description="The loss and accuracy of a run's checkpoint on a split of its dataset.", kind="algorithmic",
+                    options=_options, from_args=lambda a: ({}, dict(data_dir=a.data_dir)), skip=("task", *others), preset_task=name,
+                    choices=dict(model=list(LAYERS), impl=list(IMPLS), schedule=list(SCHEDULES), qk_norm=list(QK_NORMS), **(choices or {})), **kw)
+
+for _name in ("listops", "codeexec"): register(task_face(_name))
+

@@ -6,13 +6,17 @@ Docs: https://rfwp.github.io/rfwp/formal.html.md"""
 
 # %% ../../nbs/07c_formal.ipynb #f0000003
 from __future__ import annotations
-import dataclasses, random, re
+import dataclasses, json, random, re, sys
+from pathlib import Path
 from itertools import permutations
-from . import Vocab, TaskSpec, register_task
+from ..data import Vocab, DataSpec, register_dataset
+from . import register
+from .algorithmic import make_config, train, task_face
+from ..run import positive_int
 
 # %% auto #0
 __all__ = ['S3', 'LANGS', 'FORMAL_SRC_VOCAB', 'FORMAL_TGT_VOCAB', 'LONGER', 'VARIANTS', 'formal_sample', 'formal_label',
-           'formal_labels', 'formal_suite', 'suite_table']
+           'formal_labels', 'formal_suite', 'suite_table', 'bench_formal']
 
 # %% ../../nbs/07c_formal.ipynb #f0000006
 S3 = list(permutations(range(3)))  # the six elements of S3, token pk is S3[k]
@@ -123,14 +127,14 @@ def formal_labels(lang:str, tokens:list[str]) -> list[str]:
     return [formal_label(lang, tokens[:i + 1]) for i in range(len(tokens))]
 
 # %% ../../nbs/07c_formal.ipynb #f0000017
-def _longer(spec:TaskSpec, f:float) -> TaskSpec:
+def _longer(spec:DataSpec, f:float) -> DataSpec:
     "The same language with strings between f/2 and f times the longest training string."
     return dataclasses.replace(spec, min_len=int(f * spec.max_len / 2) + 1, max_len=int(f * spec.max_len))
 
-register_task("formal", "state", FORMAL_SRC_VOCAB, FORMAL_TGT_VOCAB,
+register_dataset("formal", "state", FORMAL_SRC_VOCAB, FORMAL_TGT_VOCAB,
               "formal languages (state tracking): the label after every prefix, e.g. the parity so far",
               ["lang", "min_len", "max_len"], lambda s: f"formal-{s.lang}-l{s.min_len}-{s.max_len}-s{s.seed}",
-              lambda rng, s: formal_sample(rng, s.lang, s.min_len, s.max_len), longer=(LONGER, _longer))
+              lambda rng, s: formal_sample(rng, s.lang, s.min_len, s.max_len), longer=(LONGER, _longer), choices=dict(lang=list(LANGS)))
 
 # %% ../../nbs/07c_formal.ipynb #f0000021
 VARIANTS = {  # name -> TrainConfig overrides
@@ -147,7 +151,6 @@ VARIANTS = {  # name -> TrainConfig overrides
 def _suite_run(job:tuple) -> dict:
     "One run of the suite (in a worker process): train, test, return a row."
     import time, torch
-    from rfwp.tasks.algorithmic import make_config, train
     torch.set_num_threads(1)
     variant, lang, seed, root, data_dir, overrides = job
     cfg = make_config("formal", "laptop", lang=lang, seed=seed, **{**VARIANTS[variant], **overrides})
@@ -170,7 +173,6 @@ def formal_suite(variants=tuple(VARIANTS), # names of `VARIANTS`
     "Train and test every variant on every language; rows {lang, model, seed, acc, acc_2.5x, acc_10x, ...}."
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
-    from rfwp.tasks.algorithmic import make_config
     for v in variants:
         if v not in VARIANTS: raise ValueError(f"variants: unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
     for lang in langs:
@@ -199,3 +201,32 @@ def suite_table(rows:list[dict]) -> str:
             cells.append(" / ".join(f"{100 * sum(r[k] for r in rs) / len(rs):.0f}" for k in keys) if rs else "")
         out.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+# %% ../../nbs/07c_formal.ipynb #formalface
+def _bench_options(p):
+    "The options of `rfwp bench formal`."
+    p.add_argument("--models", default=",".join(VARIANTS), help="comma-separated variants")
+    p.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages")
+    p.add_argument("--seeds", default="1", help="comma-separated training seeds; the table shows their mean")
+    p.add_argument("--jobs", type=positive_int, default=2, help="runs at a time, one CPU thread each")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps per run (default: the laptop preset's 400)")
+    p.add_argument("--root", default="runs/formal", help="run directories go in ROOT/<lang>-<model>-s<seed>")
+    p.add_argument("--data-dir", default="data", help="where the datasets are generated")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+def bench_formal(a) -> int:
+    "`rfwp bench formal`: the state-tracking table."
+    say = lambda r: print(f"{r['lang']:8s} {r['model']:15s} seed {r['seed']}: {100 * r['acc']:.1f} / "
+                          + " / ".join(f"{100 * r[f'acc_{x:g}x']:.1f}" for x in LONGER) + f"  ({r['minutes']} min)", file=sys.stderr, flush=True)
+    kw = {} if a.steps is None else dict(steps=a.steps, eval_every=max(1, a.steps // 2))
+    try: seeds = tuple(int(s) for s in a.seeds.split(",") if s)
+    except ValueError: raise ValueError(f"--seeds: comma-separated integers, got {a.seeds!r}") from None
+    rows = formal_suite(tuple(x for x in a.models.split(",") if x), tuple(x for x in a.langs.split(",") if x), seeds,
+                        a.root, a.data_dir, a.jobs, say, **kw)
+    print(suite_table(rows))
+    if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+register(task_face("formal", choices=dict(lang=list(LANGS)), benches={"formal": (
+    "the state-tracking table: every model variant on every formal language, in and out of length", _bench_options, bench_formal)}))
+

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/language_modelling.html.md"""
 
 # %% ../../nbs/08_language_modelling.ipynb #e09861a0
 from __future__ import annotations
-import hashlib, json, math, os, socket, sys, time
+import argparse, hashlib, json, math, os, socket, sys, time
 from collections import Counter
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
@@ -17,15 +17,18 @@ from fastcore.basics import patch
 from ..layers import LAYERS, detach_state
 from ..models import HEADS, ModelConfig, SeqModel
 from ..run import (Dist, Task, Preset, fit, load_checkpoint, load_weights, CheckpointError, data_parallel, lr_schedule, plot_curves,
-                      make_config as _make)
+                      make_config as _make, setup_dist, add_load_args, positive_int, nonneg_int, nonneg_float, fraction)
+from ..utils import IMPLS
+from . import TaskFace, register
 
 # %% auto #0
 __all__ = ['EOS', 'UNK', 'HF_NAME', 'HF_CONFIG', 'SPLITS', 'LOCAL_HINT', 'LM_RESUMABLE', 'LM_PRESETS', 'BENCH_MODELS', 'RFWPS',
-           'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'tokenize', 'build_vocab', 'encode_tokens', 'word_vocab', 'encode_lines',
-           'encode_chars', 'DataError', 'LMData', 'resolve_files', 'load_lm_data', 'window_starts', 'get_lm_batch',
-           'get_stream_batch', 'lm_model_config', 'eval_sliding', 'eval_full', 'LMTrainConfig', 'make_lm_config',
-           'LMTask', 'train_lm', 'generate', 'encode_prompt', 'load_lm_run', 'bench_char', 'char_table', 'bench_speed',
-           'speed_table', 'bench_word', 'word_table']
+           'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'LM_DATA', 'SHAKESPEARE_HINT', 'tokenize', 'build_vocab',
+           'encode_tokens', 'word_vocab', 'encode_lines', 'encode_chars', 'DataError', 'LMData', 'resolve_files',
+           'load_lm_data', 'window_starts', 'get_lm_batch', 'get_stream_batch', 'lm_model_config', 'eval_sliding',
+           'eval_full', 'LMTrainConfig', 'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt',
+           'load_lm_run', 'bench_char', 'char_table', 'bench_speed', 'speed_table', 'bench_word', 'word_table',
+           'run_name', 'eval_run', 'generate_run', 'bench_run']
 
 # %% ../../nbs/08_language_modelling.ipynb #2f08982e
 EOS, UNK = "<eos>", "<unk>"
@@ -800,3 +803,152 @@ def word_table(rows:list[dict]) -> str:
            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     return "\n".join(out + [f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['valid_ppl']} | {r['test_ppl_windows']} | {r['test_ppl_sliding']} | "
                              f"{'= sliding' if r['model'] == 'transformer' else r['test_ppl_full']} | {r['tokens_per_s']:,} |" for r in rows])
+
+# %% ../../nbs/08_language_modelling.ipynb #lmface02
+LM_DATA = ("data_dir", "train_file", "valid_file", "test_file", "text", "valid_frac")  # the data fields: options of their own (`--train` ...)
+
+def _options(p, command:str):
+    "The options of `rfwp train lm` and `rfwp eval lm` beyond the config: the corpus, the cache; for `eval`, the run and how to score it."
+    if command == "train":
+        g = p.add_argument_group("data (default: WikiText-103 from the Hugging Face hub)")
+        g.add_argument("--data-dir", default=None, help="a folder with wiki.train.tokens, wiki.valid.tokens, wiki.test.tokens (WikiText format, word level)")
+        g.add_argument("--train", default=None, help="training file (word level; overrides --data-dir's)")
+        g.add_argument("--valid", default=None, help="validation file (default: the last --valid-frac of the training file)")
+        g.add_argument("--test", default=None, help="test file (default: the validation split)")
+        g.add_argument("--text", default=None, help="any text file at character level: first 90%% train, last 10%% validation (and test)")
+        g.add_argument("--valid-frac", type=fraction, default=None, help="held-out validation fraction when there is no validation file [default 0.1]")
+        p.add_argument("--no-final-eval", action="store_true", help="skip the final sliding-window and full-context evaluation")
+    else:
+        add_load_args(p, "rfwp train lm")
+        p.add_argument("--split", nargs="+", choices=list(SPLITS), default=["valid", "test"], help="splits to score")
+        p.add_argument("--mode", nargs="+", choices=["windows", "sliding", "full"], default=["sliding", "full"], help="how to score")
+        p.add_argument("--stride", type=positive_int, default=None, help="sliding window stride (default: the run's --eval-stride, or context // 2)")
+        p.add_argument("--streams", type=positive_int, default=None, help="full context: parallel streams (default: the run's --eval-streams; 1: one stream)")
+        p.add_argument("--max-tokens", type=nonneg_int, default=0, help="score only the first N tokens of each split (0: all)")
+        p.add_argument("--batch-size", type=positive_int, default=32, help="windows per forward pass")
+        p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--cache-dir", default="data/lm-cache", help="where the vocabulary and token arrays are cached")
+    p.add_argument("--online", action=argparse.BooleanOptionalAction, default=None,
+                   help="--online: use the Hugging Face hub; --no-online: its local cache only (default: the hub if huggingface.co answers within 3 s)")
+
+def _from_args(a) -> tuple[dict, dict]:
+    "The data fields of the config from their options, and `train_lm`'s own keywords."
+    fields = {k: v for k, v in (("data_dir", a.data_dir), ("train_file", a.train), ("valid_file", a.valid), ("test_file", a.test),
+                                ("text", a.text), ("valid_frac", a.valid_frac)) if v is not None}
+    return fields, dict(cache_dir=a.cache_dir, final_eval=not a.no_final_eval, online=a.online)
+
+def run_name(cfg:LMTrainConfig, preset:str) -> str:
+    "lm-<corpus>-<model>-<preset>, e.g. lm-tinyshakespeare-rdn-laptop."
+    src = Path(cfg.text).stem if cfg.text else Path(cfg.train_file).stem if cfg.train_file else Path(cfg.data_dir).name if cfg.data_dir else "wikitext-103"
+    return f"lm-{src}-{cfg.model}-{preset}"
+
+def eval_run(a) -> int:
+    "`rfwp eval lm`: a run's checkpoint scored on its data, per split and mode (loss and perplexity)."
+    if a.threads: torch.set_num_threads(a.threads)
+    ck, model, path = load_lm_run(a.run_dir, a.checkpoint)
+    cfg = LMTrainConfig.from_dict(ck["config"])
+    dd = setup_dist(a.device); model.to(dd.device)
+    data = load_lm_data(cfg.files(), a.cache_dir, cfg.valid_frac, a.online, lambda *x: print(*x, file=sys.stderr))
+    if data.vocab != ck["vocab"]: raise CheckpointError(f"{path}: the corpus's vocabulary differs from the checkpoint's (were the data files changed?)")
+    stride, streams = a.stride or cfg.eval_stride or max(1, cfg.context // 2), a.streams or cfg.eval_streams
+    amp = cfg.amp and dd.device.type == "cuda"
+    res = dict(checkpoint=str(path), step=ck["step"], context=cfg.context, stride=stride, streams=streams)
+    for split in a.split:
+        if split == "test" and "valid" in a.split and data.splits["test"] is data.splits["valid"]:
+            res["test"] = "same as valid"
+            if not a.json and dd.main: print("test  = valid (a --text corpus has no separate test split)")
+            continue
+        for mode in a.mode:
+            ids = data.splits[split]
+            if mode == "full" and not model.carries_state:
+                r = {**eval_sliding(model, ids, cfg.context, stride, a.batch_size, a.max_tokens, dd, amp), "note": "softmax Transformer: full context = sliding window"}
+            elif mode == "full": r = eval_full(model, ids, cfg.context, streams, a.max_tokens, dd, amp)
+            else: r = eval_sliding(model, ids, cfg.context, cfg.context if mode == "windows" else stride, a.batch_size, a.max_tokens, dd, amp)
+            res[f"{split}_{mode}"] = r
+            if not a.json and dd.main:
+                unit = "nats/char" if data.level == "char" else "nats/word"
+                print(f"{split:5s} {mode:8s} loss {r['loss']:.4f} {unit}  perplexity {r['ppl']:.2f}  ({r['tokens']:,} tokens{'; ' + r['note'] if 'note' in r else ''})")
+    if a.json and dd.main: print(json.dumps(res))
+    if dd.world > 1: torch.distributed.destroy_process_group()
+    return 0
+
+def _generate_options(p):
+    "The options of `rfwp generate`."
+    add_load_args(p, "rfwp train lm")
+    p.add_argument("--prompt", default="", help="text to continue (words are split on spaces at word level; unknown words become <unk>; empty: start a new line)")
+    p.add_argument("--tokens", type=positive_int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=nonneg_float, default=0.8, help="softmax temperature (0: greedy)")
+    p.add_argument("--top-k", type=nonneg_int, default=0, help="sample among the k most likely tokens (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+
+def generate_run(a) -> int:
+    "`rfwp generate`: text sampled from a language-model checkpoint, continuing a prompt."
+    if a.threads: torch.set_num_threads(a.threads)
+    ck, model, _ = load_lm_run(a.run_dir, a.checkpoint)
+    dd = setup_dist(a.device); model.to(dd.device)
+    cfg = LMTrainConfig.from_dict(ck["config"])
+    new = generate(model, encode_prompt(a.prompt, ck["vocab"], ck["level"]), a.tokens, a.temperature, a.top_k, cfg.context,
+                   torch.Generator().manual_seed(a.seed))
+    sep = "" if ck["level"] == "char" or not a.prompt else " "
+    print(a.prompt + sep + LMData(ck["vocab"], ck["level"], {}).decode(new))
+    return 0
+
+
+# %% ../../nbs/08_language_modelling.ipynb #lmface03
+def _bench_options(name:str):
+    "The options of `rfwp bench lm-char|lm-speed|lm-word`."
+    def add(b):
+        b.add_argument("--models", nargs="+", choices=list(LAYERS), help="layer kinds",
+                       default=["transformer", "delta"] if name == "lm-word" else list(BENCH_MODELS))
+        b.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+        if name == "lm-speed":
+            b.add_argument("--contexts", nargs="+", type=positive_int, default=[256, 1024], help="context lengths")
+            b.add_argument("--tokens", type=positive_int, default=2048, help="tokens per step (batch = tokens // context)")
+            b.add_argument("--repeats", type=positive_int, default=3, help="timed steps after one warm-up (the fastest counts)")
+        else:
+            if name == "lm-char": b.add_argument("--text", default=None, help=f"the tinyshakespeare text file (required; {SHAKESPEARE_HINT})")
+            else: b.add_argument("--data", default=None, help="a folder with wikitext-2.valid.tokens and wikitext-2.test.tokens (required)")
+            b.add_argument("--root", default=f"runs/bench-{name.removeprefix('lm-')}", help="one run folder per model (finished runs are reused, interrupted ones resumed)")
+            b.add_argument("--steps", type=positive_int, default=2000 if name == "lm-char" else 800, help="training steps per model")
+            b.add_argument("--carry-state", action="store_true", help="train with the state carried across steps (see `rfwp train lm --help`)")
+            b.add_argument("--cache-dir", default="data/lm-cache", help="tokenised corpora")
+        b.add_argument("--out", default=None, help="also write the table (markdown) and rows (JSON) to OUT.md / OUT.json")
+    return add
+
+SHAKESPEARE_HINT = "the 1.1 MB file of Karpathy's char-rnn, data/tinyshakespeare/input.txt in github.com/karpathy/char-rnn"
+
+def bench_run(a) -> int:
+    "`rfwp bench lm-char|lm-speed|lm-word`: one of the language-model benchmarks and its table."
+    if a.what == "lm-char":
+        if a.text is None: raise ValueError(f"--text: give the path of the tinyshakespeare text ({SHAKESPEARE_HINT})")
+        if not Path(a.text).is_file(): raise ValueError(f"--text: {a.text} is not a file")
+        rows = bench_char(a.text, a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
+        table = char_table(rows)
+    elif a.what == "lm-speed":
+        rows = bench_speed(a.models, tuple(a.contexts), a.tokens, a.repeats, threads=a.threads)
+        table = speed_table(rows, tuple(a.contexts))
+    else:
+        if a.data is None: raise ValueError("--data: give a folder with wikitext-2.valid.tokens and wikitext-2.test.tokens")
+        rows = bench_word(Path(a.data) / "wikitext-2.valid.tokens", Path(a.data) / "wikitext-2.test.tokens", a.root, a.models, a.threads,
+                          a.cache_dir, steps=a.steps, carry_state=a.carry_state)
+        table = word_table(rows)
+    print(table)
+    if a.out: Path(a.out + ".md").write_text(table + "\n"); Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+register(TaskFace("lm", "language modelling: WikiText-103, local word-level files or any text at character level (`rfwp train lm --help`)",
+    LMTrainConfig, LM_PRESETS, LM_RESUMABLE, make_lm_config, train_lm, run_name, eval_run, kind="lm",
+    description="Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text "
+                "file at character level. Files go to --run-dir: config.json, last.pt, best.pt, metrics.csv/json, curves.png, results.json. "
+                "Ctrl-C or SIGTERM write a checkpoint; continue with --resume. Data-parallel: torchrun --nproc_per_node N -m rfwp.cli train lm ...",
+    eval_description="Perplexity of a language-model checkpoint on the run's data: non-overlapping windows of the training context, a sliding "
+                     "window, and full context (every layer's state carried across segments; for the softmax Transformer, whose context is "
+                     "its window, full context is the sliding window).",
+    options=_options, from_args=_from_args, skip=LM_DATA,
+    choices=dict(model=list(LAYERS), head=list(HEADS), impl=list(IMPLS), optimizer=["adam", "adamw"], schedule=["cosine", "constant"]),
+    commands={"generate": ("sample text from a language-model checkpoint (needs only the run folder: the vocabulary is in the checkpoint)",
+                           _generate_options, generate_run)},
+    benches={"lm-char": ("language modelling 1: every model on tinyshakespeare, same small config", _bench_options("lm-char"), bench_run),
+             "lm-speed": ("language modelling 2: training throughput of the paper's small WikiText-103 model", _bench_options("lm-speed"), bench_run),
+             "lm-word": ("language modelling 3: word level on the WikiText-2 pair, Delta Net vs Transformer", _bench_options("lm-word"), bench_run)}))
+
