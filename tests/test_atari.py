@@ -324,7 +324,8 @@ def test_cli_help_and_list_games(capsys):
     with pytest.raises(SystemExit): main(["train", "--help"])
     h = capsys.readouterr().out
     for opt in ("--core", "--game", "--frames", "--resume", "--preset", "laptop: 10000000", "--heads", "--rms-init"): assert opt in h
-    assert main(["train", "--list-games"]) == 0 and "space_invaders" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e: main(["train", "--list-games"])          # like --help: print, then exit 0
+    assert e.value.code == 0 and "space_invaders" in capsys.readouterr().out
 
 def test_torchrun_two_learners(tmp_path):
     "Two data-parallel learners (gloo): each plays its own games, the frame count covers both."
@@ -421,3 +422,23 @@ def test_ppo_learner_learns_a_pixel_bandit(tmp_path):
 def test_ppo_config_checks():
     for kw, msg in ((dict(algo="a2c"), "algo: unknown learner"), (dict(gae_lambda=1.5), "gae_lambda"), (dict(ppo_clip=0.0), "ppo_clip")):
         with pytest.raises(ValueError, match=msg): make_config("laptop", **kw).validate()
+
+def test_eval_reads_rewards_clipped_as_in_training(monkeypatch):
+    "evaluate (and `rfwp eval atari`) feeds the core the last reward clipped by the run's reward_clip, as training did (it was always ±1)."
+    import rfwp.tasks.atari as at
+    class Envs:                                                        # every step pays 3; episodes end after 5 steps
+        def __init__(self, game, n, noop_max=30, stack=4, **kw): self.n, self.t, self.game, self.n_actions = n, 0, game, 4
+        def reset(self, seed): return torch.zeros(self.n, 4, 84, 84, dtype=torch.uint8)
+        def step(self, a):
+            self.t += 1
+            fin = [(i, 15.0, 5) for i in range(self.n)] if self.t == 5 else []
+            return torch.zeros(self.n, 4, 84, 84, dtype=torch.uint8), torch.full((self.n,), 3.0), torch.full((self.n,), self.t == 5), fin
+        def close(self): pass
+    monkeypatch.setattr(at, "AtariEnvs", Envs)
+    net = AtariNet(AgentConfig(core="lstm", encoder="nature", n_actions=4))
+    seen, fwd = [], net.forward
+    net.forward = lambda obs, reward, done, state, **kw: (seen.append(reward.clone()), fwd(obs, reward, done, state, **kw))[1]
+    for clip, want in ((1.0, 1.0), (5.0, 3.0), (2.5, 2.5)):
+        seen.clear()
+        at.evaluate(net, "pong", 2, reward_clip=clip)
+        assert torch.stack(seen[1:]).max().item() == want, (clip, seen[1:3])

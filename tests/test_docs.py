@@ -360,14 +360,19 @@ def _result_rows():
 def _check_command(cmd):
     "Raise when `cmd` cannot be what produced a result: an unknown `rfwp` option, a python snippet that does not compile."
     import re, shlex
-    from rfwp.cli import make_parser, task_parser
+    from rfwp.cli import make_parser, command_parser
+    from rfwp.tasks import load_builtin
     cmd = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S+\s+)+", "", cmd)        # an environment prefix such as OMP_NUM_THREADS=1
     if cmd.startswith("rfwp "):
         argv = shlex.split(cmd)[1:]
-        if (own := task_parser(argv)) is not None: own[0].parse_args(own[1])
-        else: make_parser().parse_args(argv)
+        if (own := command_parser(argv)) is not None: own[0].parse_args(own[1])
+        else: make_parser(load_builtin()).parse_args(argv)
+        for path in re.findall(r"(?:--data|--text|--data-dir|--train)[ =](\S+)", cmd):
+            assert not path.startswith("../shared"), f"`{cmd}` reads {path}, which only this repository's machine has"
     elif cmd.startswith("python -c "):
-        compile(shlex.split(cmd)[2], "<readme>", "exec")
+        code = shlex.split(cmd)[2]
+        if missing := _unbound_names(code): raise AssertionError(f"`{cmd}` uses names it never defines or imports: {', '.join(missing)}")
+        _check_imports(code)
     elif cmd.startswith("nbdev-test "):
         raise AssertionError(f"`{cmd}` prints no results (nbdev-test only says whether cells raise): cite the command that prints them")
     elif cmd.startswith("python tools/"):
@@ -379,6 +384,31 @@ def _check_command(cmd):
             assert a.notebooks or a.all, f"`{cmd}` names no notebook"
     elif not cmd.startswith(("compare_models(", "python ", "from ")):
         raise AssertionError(f"unknown kind of command: {cmd}")
+
+def _unbound_names(code:str) -> list[str]:
+    "The names a snippet reads that it never imports, assigns or defines, and that are not builtins (NameError at run time)."
+    import ast, builtins
+    tree = ast.parse(code)
+    bound = set(dir(builtins))
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.Import, ast.ImportFrom)): bound |= {(a.asname or a.name).split(".")[0] for a in n.names}
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store): bound.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.ClassDef)): bound.add(n.name)
+        elif isinstance(n, ast.arg): bound.add(n.arg)
+    return sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} - bound)
+
+def _check_imports(code:str):
+    "Every `from X import a, b` of a snippet names what X has (the snippet's imports run, nothing else)."
+    import ast, importlib
+    for n in ast.walk(ast.parse(code)):
+        if isinstance(n, ast.ImportFrom):
+            m = importlib.import_module(n.module)
+            for a in n.names: assert hasattr(m, a.name), f"{n.module} has no {a.name}"
+
+def test_readme_snippet_checks_catch_what_fails():
+    "The checks of the README's commands fail on the snippet that once failed for users (MODELS was defined only in a notebook)."
+    assert _unbound_names('from rfwp.tasks.algorithmic import compare_models; compare_models("codeexec", models=MODELS)') == ["MODELS"]
+    with pytest.raises(AssertionError, match="shared"): _check_command("rfwp bench lm-char --text ../shared/data/tinyshakespeare.txt")
 
 def test_readme_result_commands_parse(monkeypatch):
     "Every command of every results row exists and its options parse (argparse exits on an unknown option)."

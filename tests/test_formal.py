@@ -63,7 +63,7 @@ def test_task_spec_and_longer_splits():
     assert (enc.targets[enc.tokens > 0] >= 0).all() and (enc.targets[enc.tokens == 0] == -1).all()
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="lang: unknown language"): make_config("formal", lang="abab")
+    with pytest.raises(ValueError, match="lang: unknown value"): make_config("formal", lang="abab")
     with pytest.raises(ValueError, match="train_len"): make_config("formal", train_len=1)
     with pytest.raises(ValueError, match="beta_range"): make_config("formal", beta_range=2.5)
     with pytest.raises(ValueError, match="model options.*no option gate"): make_config("formal", model="srwm", gate=True)

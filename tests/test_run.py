@@ -186,8 +186,10 @@ def test_lm_bad_files(tmp_path):
 
 def test_eval_on_an_lm_checkpoint_says_which_command(tmp_path):
     save_checkpoint(dict(kind="lm", config={}, model={}), tmp_path / "best.pt")
-    r = rfwp("eval", tmp_path, timeout=60)
-    assert r.returncode == 2 and "is a language-model checkpoint; evaluate it with `rfwp eval lm RUN_DIR`" in r.stderr
+    r = rfwp("eval", "listops", tmp_path, timeout=60)
+    assert r.returncode == 2 and "is not a checkpoint of ListOps" in r.stderr and "`rfwp eval RUN_DIR` finds the task" in r.stderr
+    r = rfwp("eval", tmp_path, timeout=60)                            # the task read from the checkpoint: the LM evaluation
+    assert r.returncode == 2 and r.stderr.startswith("rfwp eval lm: error:") and "Traceback" not in r.stderr, r.stderr
 
 def test_atari_refuses_too_many_games():
     pytest.importorskip("ale_py")

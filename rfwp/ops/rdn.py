@@ -122,7 +122,7 @@ def _reverse_steps(dY, S, dS, QK, UB, BK, U1, tp, M_qk, M_v, rb, A=None, P=None,
             S.copy_(p)
             torch.bmm(dS.view(N, 1, D * D), p.view(N, D * D, 1), out=dg); dg.mul_(a); dS.mul_(a)
         torch._softmax_backward_data(dqk, qk, -1, qk.dtype, grad_input=daqk)  # 4. δa = p ⊙ (δp − p·δp)
-        torch.bmm(dv, u1T, out=dab)                     #    δa_β = δβ β (1 − β)
+        torch.bmm(dv, u1T, out=dab)                     #    δa_β = δβ β (1 − β/r), r = beta_range
         torch.bmm(daqk_h, M_qk, out=dh)                 # 5. δh = [δa_q | δa_k] [R_q | R_k]ᵀ …
         torch.baddbmm(dh, dv_h, M_v, out=dh)            #       … + δv R_vᵀ …
         dh.addcmul_(dab_h, rb)                          #       … + δa_β r_β

@@ -22,7 +22,7 @@ from ..run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
-__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'OWN_FIELDS', 'TrainConfig', 'make_config', 'sequence_objective',
+__all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'MODELS', 'OWN_FIELDS', 'TrainConfig', 'make_config', 'sequence_objective',
            'token_objective', 'state_objective', 'summarize', 'evaluate', 'trace_targets', 'AlgoTask', 'longer_tests',
            'train', 'compare_models', 'run_name', 'eval_run', 'task_face']
 
@@ -344,6 +344,8 @@ def train(cfg:TrainConfig, # what to train
                progress=progress, stop_at=stop_at, final=test, log=log)
 
 # %% ../../nbs/07b_training.ipynb #c8d073e6
+MODELS = list(dict.fromkeys(["lstm", "transformer", "linear", "delta", "delta_rnn", "delta_lstm", "rdn", *LAYERS]))  # the paper's seven, then the rest of the registry
+
 def compare_models(task:str="listops", # a key of `rfwp.data.DATASETS`
                    models=("lstm", "transformer", "linear", "delta", "delta_rnn", "delta_lstm", "rdn"), # layer kinds
                    minutes:float=4.0, # training budget per model (evaluations included)
