@@ -543,13 +543,13 @@ def add_load_args(p, # an `argparse.ArgumentParser`
 # %% ../nbs/07a_run.ipynb #30041b22
 class Task:
     """What `fit` trains (see above). A subclass defines `setup` and `train_step` (constructing one that does not fails, naming
-    the hook), sets `config`, `total` and `log_every` in `__init__`, and `model`, `opt` and `sched` in `setup`; `fit` checks both.
+    the hook), sets `config` in `__init__`, and `total`, `log_every`, `model`, `opt` and `sched` by the end of `setup`; `fit` checks both.
     Every other hook has a default."""
     unit, resumable, eval_every, ckpt_every, max_minutes = "step", (), 0, 0, 0.0
     run_files = ("last.pt", "best.pt", "metrics.csv", "metrics.json", "curves.png", "results.json")
     REQUIRED = ("setup", "train_step")                 # hooks without a default
-    ATTRS = ("config", "total", "log_every")           # set by `__init__`
-    BUILT = ("model", "opt", "sched")                  # set by `setup`
+    ATTRS = ("config",)                                         # set by `__init__`
+    BUILT = ("total", "log_every", "model", "opt", "sched")     # set by `__init__` or `setup` (they may depend on the data)
 
     def __new__(cls, *args, **kwargs):
         if missing := [h for h in cls.REQUIRED if getattr(cls, h) is getattr(Task, h)]:

@@ -14,8 +14,8 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['IMPLS', 'TRITON_MODULES', 'EXTRAS', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
-           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'require',
-           'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small', 'checkpoint_every']
+           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'pick_impl',
+           'require', 'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small', 'checkpoint_every']
 
 # %% ../nbs/00_utils.ipynb #b1208dd8
 def rel_err(ref:Tensor, # the reference values
@@ -144,6 +144,28 @@ def resolve_impl(impl:str, # requested implementation
     if impl not in available:
         raise ValueError(f"{op}: impl={impl!r} is not available for this op; it has {', '.join(map(repr, available))}")
     return impl
+
+def pick_impl(impl:str, # requested implementation
+              op:str, # the op's name, for messages
+              x:Tensor, # an input of the op (B, T, H, D), for its device, dtype and head dim
+              module:str, # the Triton module whose kernels the op would run: "triton_delta" or "triton_seq"
+              v:Tensor|None=None, # the values, where their head dim may differ from `x`'s
+              chunk_size:int|None=None, # the chunk size of a chunked op
+              gated:bool=False, # a decay `g` is given
+              available:Sequence=("naive", "torch", "triton"), # the impls this op has
+             ) -> tuple[str, object]:
+    """The one rule by which every op picks its path: `resolve_impl`, then for Triton, `auto` keeps the torch path where the
+    kernels cannot take the inputs (`triton_unsupported` with the module's `LIMITS`) or where a decay is given (the gated
+    kernels are tested under the interpreter but not yet timed on a GPU), while an explicit `impl="triton"` that cannot run
+    raises naming `op` and why. Returns the implementation and the Triton module (None off the Triton path)."""
+    auto, impl = impl == "auto", resolve_impl(impl, x, op=op, available=available)
+    if impl != "triton" or (auto and gated): return ("torch" if impl == "triton" else impl), None
+    tri = triton_module(module, op)
+    why = triton_module("triton_delta", op).triton_unsupported(x, x if v is None else v, chunk_size, **tri.LIMITS)
+    if why and auto: return "torch", None
+    if why: raise ValueError(f"{op}: {why}")
+    return "triton", tri
+
 
 # %% ../nbs/00_utils.ipynb #96837928
 EXTRAS = dict(lm=("datasets",), atari=("gymnasium", "ale_py"), triton=("triton",), video=("imageio",))

@@ -8,7 +8,7 @@ Docs: https://rfwp.github.io/rfwp/delta_rule.html.md"""
 from __future__ import annotations
 import torch
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
+from ..utils import check_shapes, check_dtypes, compute_dtype, empty_result, pick_impl
 from .linear import to_chunks, from_chunks
 
 # %% auto #0
@@ -133,13 +133,8 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     if initial_state is not None:
         check_shapes({'initial_state': (initial_state, "B H K V")}, op=op, **{s: dims[s] for s in "BHKV"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state, 'g': g}, op=op)
-    auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
-    if impl == "triton":
-        tri = triton_module("triton_delta", op)
-        if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"   # "auto" falls back to "torch"
-        else: tri.check_triton(op, q, v, chunk_size)
+    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size, gated=g is not None)
     B, T, H, K = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, dims['V'], dtype=dt)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result
-from ..utils import triton_module, serial_if_small
+from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, pick_impl
+from ..utils import serial_if_small
 from .linear import elu_sumnorm
 from .delta import delta_rule
 
@@ -417,12 +417,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     st = {'initial_state[0] (S)': S0, 'initial_state[1] (R)': R0, 'initial_state[2] (y)': y0}
     check_shapes(dict(zip(st, zip(st.values(), ["B H D D", "B H D D", "B H D"]))), op=op, **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
-    auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
-    if impl == "triton":                                                # fused kernels of notebook 05c
-        tri = triton_module("triton_seq", op)
-        if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
-        else: tri.check_seq(op, q)
+    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None)   # fused kernels of notebook 05c
     B, T, H, D = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     if T == 0:
@@ -589,12 +584,7 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
     check_shapes(dict(zip(st, zip(st.values(), ["B H 3 D D", "B H 3 D D", "B H D", "B H D"]))), op=op,
                  **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
-    auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated Triton kernels are not timed on a GPU yet
-    if impl == "triton":                                                # fused kernels of notebook 05c
-        tri = triton_module("triton_seq", op)
-        if auto and tri.seq_unsupported(q): impl = "torch"              # "auto" falls back to "torch"
-        else: tri.check_seq(op, q)
+    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None)   # fused kernels of notebook 05c
     B, T, H, _, D = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     shapes = ((B, H, 3, D, D), (B, H, 3, D, D), (B, H, D), (B, H, D))

@@ -8,7 +8,7 @@ Docs: https://rfwp.github.io/rfwp/linear_attention.html.md"""
 from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
+from ..utils import check_shapes, check_dtypes, compute_dtype, empty_result, pick_impl
 
 # %% auto #0
 __all__ = ['FEATURE_MAPS', 'elu_p1', 'sum_norm', 'elu_sumnorm', 'softmax_fm', 'dpfp', 'feature_map', 'linear_attention_naive',
@@ -151,12 +151,8 @@ def linear_attention(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
     if initial_state is not None:
         check_shapes({'initial_state': (initial_state, "B H K V")}, op=op, B=dims['B'], H=dims['H'], K=dims['K'], V=Vs)
     check_dtypes({'q': q, 'k': k, 'v': v, 'initial_state': initial_state}, op=op)
-    auto, impl = impl == "auto", resolve_impl(impl, q, op=op, available=("naive", "torch", "triton"))
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    if impl == "triton":
-        tri = triton_module("triton_delta", op)
-        if auto and tri.triton_unsupported(q, v, chunk_size): impl = "torch"
-        else: tri.check_triton(op, q, v, chunk_size)
+    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size)
     B, T, H, K = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     S0 = initial_state.to(dt) if initial_state is not None else None

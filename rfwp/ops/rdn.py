@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import torch
 from torch import Tensor
-from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, triton_module
+from ..utils import check_shapes, check_dtypes, compute_dtype, empty_result, pick_impl
 from ..utils import serial_if_small, checkpoint_every  # the thread policy of every sequential op (importable from here too)
 from .fastnets import delta_unwrite_
 
@@ -246,12 +246,7 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     if g is not None: check_shapes({'g': (g, "B T H")}, op=op, **{s: dims[s] for s in "BTH"})
     check_dtypes({'xq': xq, 'xk': xk, 'xv': xv, 'xb': xb, 'R_q': R_q, 'R_k': R_k, 'R_v': R_v, 'r_b': r_b,
                   'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0, 'g': g}, op=op)
-    auto, impl = impl == "auto", resolve_impl(impl, xq, op=op, available=("naive", "torch", "triton"))
-    if impl == "triton" and g is not None and auto: impl = "torch"     # the gated kernels are tested, not yet timed on a GPU
-    if impl == "triton":                                                        # fused kernels of notebook 05c
-        tri = triton_module("triton_seq", op)
-        if auto and tri.seq_unsupported(xq): impl = "torch"                     # "auto" falls back to "torch"
-        else: tri.check_seq(op, xq)
+    impl, tri = pick_impl(impl, op, xq, "triton_seq", gated=g is not None)     # fused kernels of notebook 05c
     in_dtype, dt = xq.dtype, compute_dtype(xq)
     B, T, H, D = xq.shape
     if impl == "triton" and T > 0:

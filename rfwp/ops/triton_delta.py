@@ -14,12 +14,12 @@ import triton.language as tl
 from ..utils import check_shapes, check_dtypes, checkpoint_every
 
 # %% auto #0
-__all__ = ['NAN_FILL', 'SUPPORTED_DTYPES', 'MAX_HEAD_DIM', 'fused_recurrent_delta_fwd_kernel', 'fused_recurrent_delta_bwd_kernel',
-           'fused_recurrent_gated_delta_bwd_kernel', 'new_buffer', 'interpreting', 'FusedRecurrentDeltaRule',
-           'chunk_delta_wy_fwd_kernel', 'chunk_state_fwd_kernel', 'chunk_output_kernel', 'chunk_bwd_du_local_kernel',
-           'chunk_state_bwd_kernel', 'chunk_bwd_dqk_kernel', 'ChunkDeltaRule', 'ChunkLinearAttention',
-           'triton_unsupported', 'check_triton', 'fused_recurrent_delta_rule', 'chunk_delta_rule',
-           'chunk_linear_attention', 'triton_delta_rule']
+__all__ = ['NAN_FILL', 'SUPPORTED_DTYPES', 'MAX_HEAD_DIM', 'LIMITS', 'fused_recurrent_delta_fwd_kernel',
+           'fused_recurrent_delta_bwd_kernel', 'fused_recurrent_gated_delta_bwd_kernel', 'new_buffer', 'interpreting',
+           'FusedRecurrentDeltaRule', 'chunk_delta_wy_fwd_kernel', 'chunk_state_fwd_kernel', 'chunk_output_kernel',
+           'chunk_bwd_du_local_kernel', 'chunk_state_bwd_kernel', 'chunk_bwd_dqk_kernel', 'ChunkDeltaRule',
+           'ChunkLinearAttention', 'triton_unsupported', 'check_triton', 'fused_recurrent_delta_rule',
+           'chunk_delta_rule', 'chunk_linear_attention', 'triton_delta_rule']
 
 # %% ../../nbs/05_triton.ipynb #9797ca6c
 @triton.jit
@@ -643,22 +643,27 @@ class ChunkLinearAttention(torch.autograd.Function):
 def triton_unsupported(q:Tensor, # queries (B, T, H, Dk)
                        v:Tensor, # values (B, T, H, Dv)
                        chunk_size:int|None=None, # the requested chunk size, if any
+                       max_head_dim:int=MAX_HEAD_DIM, # the largest head dim the kernels take
+                       kernels:str="Triton kernels", # what they are called in the message
                       ) -> str|None:
-    "Why the Triton kernels cannot run on these inputs, or None when they can."
+    "Why the Triton kernels cannot run on these inputs, or None when they can (the one check of every Triton path)."
     if not (q.is_cuda or interpreting()):
         return (f"impl='triton' needs CUDA tensors, got tensors on {q.device}; "
                 "set TRITON_INTERPRET=1 to run the kernels on the CPU (slow), or use impl='torch'")
     if q.dtype not in SUPPORTED_DTYPES:
-        return f"the Triton kernels take float32, bfloat16 or float16 inputs, got {q.dtype}; use impl='torch'"
-    if max(q.shape[-1], v.shape[-1]) > MAX_HEAD_DIM:
-        return f"the Triton kernels take head dims up to {MAX_HEAD_DIM}, got Dk={q.shape[-1]}, Dv={v.shape[-1]}; use impl='torch'"
+        return f"the {kernels} take float32, bfloat16 or float16 inputs, got {q.dtype}; use impl='torch'"
+    if max(q.shape[-1], v.shape[-1]) > max_head_dim:
+        dims = f"D={q.shape[-1]}" if q is v else f"Dk={q.shape[-1]}, Dv={v.shape[-1]}"
+        return f"the {kernels} take head dims up to {max_head_dim}, got {dims}; use impl='torch'"
     if chunk_size is not None and chunk_size not in (16, 32, 64, 128):
         return f"the Triton chunked kernels take chunk_size 16, 32, 64 or 128, got {chunk_size!r}"
     return None
 
-def check_triton(op:str, q:Tensor, v:Tensor, chunk_size:int|None=None):
-    "Raise a ValueError naming `op` when the Triton kernels cannot take these inputs."
-    why = triton_unsupported(q, v, chunk_size)
+LIMITS = dict(max_head_dim=MAX_HEAD_DIM, kernels="Triton kernels")  # what `rfwp.utils.pick_impl` checks for this module's kernels
+
+def check_triton(op:str, q:Tensor, v:Tensor, chunk_size:int|None=None, **limits):
+    "Raise a ValueError naming `op` when the Triton kernels cannot take these inputs (`limits`: as `triton_unsupported`'s)."
+    why = triton_unsupported(q, v, chunk_size, **limits)
     if why: raise ValueError(f"{op}: {why}")
 
 def _check_inputs(op, specs, initial_state):

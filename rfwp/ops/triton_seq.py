@@ -10,15 +10,14 @@ import torch
 from torch import Tensor
 import triton
 import triton.language as tl
-from .triton_delta import new_buffer, interpreting, SUPPORTED_DTYPES
+from .triton_delta import new_buffer
 from ..utils import checkpoint_every
 import rfwp.ops.triton_delta as _td
 
 # %% auto #0
-__all__ = ['MAX_HEAD_DIM', 'rdn_fwd_kernel', 'rdn_bwd_kernel', 'RecurrentDeltaRuleTriton', 'rnn_rec_fwd_kernel',
+__all__ = ['MAX_HEAD_DIM', 'LIMITS', 'rdn_fwd_kernel', 'rdn_bwd_kernel', 'RecurrentDeltaRuleTriton', 'rnn_rec_fwd_kernel',
            'rnn_rec_bwd_kernel', 'DeltaRNNRecurrenceTriton', 'lstm_rec_fwd_kernel', 'lstm_rec_bwd_kernel',
-           'DeltaLSTMRecurrenceTriton', 'seq_unsupported', 'check_seq', 'triton_recurrent_delta_rule',
-           'triton_delta_rnn', 'triton_delta_lstm']
+           'DeltaLSTMRecurrenceTriton', 'triton_recurrent_delta_rule', 'triton_delta_rnn', 'triton_delta_lstm']
 
 # %% ../../nbs/05c_triton_seq.ipynb #f9998ebe
 @triton.jit
@@ -527,22 +526,7 @@ class DeltaLSTMRecurrenceTriton(torch.autograd.Function):
 # %% ../../nbs/05c_triton_seq.ipynb #e3184f76
 MAX_HEAD_DIM = 128   # S (and R_q, R_k, R_v, dR) live on chip: D × D blocks of float32 per program
 
-def seq_unsupported(x:Tensor, # any per-step input (B, T, H, D)
-                   ) -> str|None:
-    "Why the sequential Triton kernels cannot run on these inputs, or None when they can."
-    if not (x.is_cuda or interpreting()):
-        return (f"impl='triton' needs CUDA tensors, got tensors on {x.device}; "
-                "set TRITON_INTERPRET=1 to run the kernels on the CPU (slow), or use impl='torch'")
-    if x.dtype not in SUPPORTED_DTYPES:
-        return f"the Triton kernels take float32, bfloat16 or float16 inputs, got {x.dtype}; use impl='torch'"
-    if x.shape[-1] > MAX_HEAD_DIM:
-        return f"the sequential Triton kernels take head dims up to {MAX_HEAD_DIM}, got D={x.shape[-1]}; use impl='torch'"
-    return None
-
-def check_seq(op:str, x:Tensor):
-    "Raise a ValueError naming `op` when the sequential Triton kernels cannot take these inputs."
-    why = seq_unsupported(x)
-    if why: raise ValueError(f"{op}: {why}")
+LIMITS = dict(max_head_dim=MAX_HEAD_DIM, kernels="sequential Triton kernels")  # checked by `triton_unsupported` of 05_triton
 
 def _f32(x): return None if x is None else x.float()
 
@@ -555,7 +539,7 @@ def triton_recurrent_delta_rule(xq:Tensor, xk:Tensor, xv:Tensor, xb:Tensor, # as
                                 g:Tensor|None=None, # log decays (B, T, H) of S, or None
                                ) -> tuple[Tensor, Tensor, Tensor]: # o (B, T, H, D) in the input dtype, S_T and y_T in float32
     "The Triton path of `recurrent_delta_rule` (inputs already validated by the op)."
-    check_seq("recurrent_delta_rule", xq)
+    _td.check_triton("recurrent_delta_rule", xq, xq, **LIMITS)
     B, T, H, D = xq.shape
     if (S0 is None) != (y0 is None):   # the kernel takes both parts or neither
         S0 = xq.new_zeros(B, H, D, D, dtype=torch.float32) if S0 is None else S0
@@ -568,7 +552,7 @@ def triton_delta_rnn(q, k, v, beta, kr, vr, beta_r, # as in `delta_rnn`
                      g:Tensor|None=None, # log decays (B, T, H) of S: the feedforward part then runs the fused recurrent gated kernel
                     ) -> tuple[Tensor, tuple]: # o in the input dtype, (S, R, y) in float32
     "The Triton path of `delta_rnn`: the Triton delta rule for z (chunked; fused recurrent with `g`), then the fused read-out kernel."
-    check_seq("delta_rnn", q)
+    _td.check_triton("delta_rnn", q, q, **LIMITS)
     B, T, H, D = q.shape
     z, S = _td.triton_delta_rule(q, k, v, beta, _f32(S0), True, chunk_size, g=g)   # takes a float32 S0 with half inputs
     if (R0 is None) != (y0 is None):
@@ -583,7 +567,7 @@ def triton_delta_lstm(q, k, v, beta, kr, vr, beta_r, # as in `delta_lstm`, gates
                       g:Tensor|None=None, # log decays (B, T, H, 3) of the three S: fused recurrent gated kernel for them
                      ) -> tuple[Tensor, tuple]: # o in the input dtype, (S, R, h, c) in float32
     "The Triton path of `delta_lstm`: the three Delta Nets as one chunked Triton delta rule over 3H heads, then the gated read-out kernel."
-    check_seq("delta_lstm", q)
+    _td.check_triton("delta_lstm", q, q, **LIMITS)
     B, T, H, _, D = q.shape
     heads = lambda x: x.reshape(B, T, 3 * H, *x.shape[4:])             # gates as extra heads
     z, S = _td.triton_delta_rule(heads(q), heads(k), heads(v), heads(beta),

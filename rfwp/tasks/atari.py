@@ -24,9 +24,9 @@ from . import TaskFace, register
 # %% auto #0
 __all__ = ['ENCODERS', 'CORES', 'HEADS', 'ALGOS', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs',
            'ResBlock', 'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig',
-           'AtariNet', 'vtrace_naive', 'vtrace', 'impala_loss', 'gae', 'ppo_loss', 'AtariConfig', 'make_config',
-           'AtariTask', 'collapse_stats', 'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate', 'write_video',
-           'throughput', 'eval_run']
+           'AtariNet', 'vtrace_naive', 'vtrace', 'policy_terms', 'impala_loss', 'gae', 'ppo_loss', 'AtariConfig',
+           'make_config', 'AtariTask', 'collapse_stats', 'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate',
+           'write_video', 'throughput', 'eval_run']
 
 # %% ../../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
@@ -286,6 +286,18 @@ def vtrace(log_rhos:Tensor, # (B, T) log π(a_t|x_t) − log μ(a_t|x_t)
     return vs, rho * (rewards + discounts * vs_next - values)
 
 # %% ../../nbs/09_atari.ipynb #ceb90411
+def policy_terms(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
+                 actions:Tensor, # (B, T) actions taken
+                 behaviour_logits:Tensor, # (B, T, A) the actors' logits
+                 dones:Tensor, # (B, T) bool: the episode ended with the action
+                 gamma:float, # discount
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    "What both learners' losses start from: log π (B, T, A), log π(a) and log μ(a) (B, T), log μ (B, T, A), the discounts γ·(1 − done)."
+    logp = F.log_softmax(logits[:, :-1], -1)
+    act_logp = logp.gather(-1, actions[..., None]).squeeze(-1)
+    beh = F.log_softmax(behaviour_logits, -1)
+    return logp, act_logp, beh.gather(-1, actions[..., None]).squeeze(-1), beh, gamma * (~dones).to(logits.dtype)
+
 def impala_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
                 values:Tensor, # (B, T+1) learner values
                 actions:Tensor, # (B, T) actions taken
@@ -297,17 +309,13 @@ def impala_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll
                 entropy_cost:float=0.01, # weight of the entropy bonus
                ) -> tuple[Tensor, dict]: # the scalar loss and its parts
     "IMPALA's loss with V-trace targets; the last observation only bootstraps."
-    logp = F.log_softmax(logits[:, :-1], -1)                                   # (B, T, A)
-    act_logp = logp.gather(-1, actions[..., None]).squeeze(-1)                 # (B, T)
-    beh_logp = F.log_softmax(behaviour_logits, -1).gather(-1, actions[..., None]).squeeze(-1)
-    discounts = gamma * (~dones).to(values.dtype)
+    logp, act_logp, beh_logp, beh, discounts = policy_terms(logits, actions, behaviour_logits, dones, gamma)
     vs, adv = vtrace(act_logp.detach() - beh_logp, discounts, rewards, values[:, :-1].detach(), values[:, -1].detach())
     pg = -(act_logp * adv).sum()
     base = baseline_cost * 0.5 * ((vs - values[:, :-1]) ** 2).sum()
     negent = (logp.exp() * logp).sum(-1)                                       # (B, T) minus the entropy
     ent = entropy_cost * negent.sum()
     with torch.no_grad():
-        beh = F.log_softmax(behaviour_logits, -1)
         kl = (beh.exp() * (beh - logp)).sum(-1).mean()                         # KL(μ ‖ π) per step
         ev = 1 - (vs - values[:, :-1]).var() / vs.var().clamp_min(1e-8)        # explained variance of the value
     return pg + base + ent, dict(pg_loss=pg.item(), baseline_loss=base.item(), entropy_loss=ent.item(),
@@ -346,11 +354,7 @@ def ppo_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's 
              entropy_cost:float=0.01, # weight of the entropy bonus
             ) -> tuple[Tensor, dict]: # the scalar loss and its parts
     "PPO's clipped surrogate on normalised GAE advantages, a value loss and an entropy bonus, each a mean over steps."
-    logp = F.log_softmax(logits[:, :-1], -1)                                   # (B, T, A)
-    act_logp = logp.gather(-1, actions[..., None]).squeeze(-1)                 # (B, T)
-    beh = F.log_softmax(behaviour_logits, -1)
-    beh_logp = beh.gather(-1, actions[..., None]).squeeze(-1)
-    discounts = gamma * (~dones).to(values.dtype)
+    logp, act_logp, beh_logp, beh, discounts = policy_terms(logits, actions, behaviour_logits, dones, gamma)
     adv, ret = gae(rewards, behaviour_values[:, :-1], behaviour_values[:, -1], discounts, lam)
     adv_n = (adv - adv.mean()) / (adv.std() + 1e-8)
     ratio = (act_logp - beh_logp).exp()
