@@ -335,29 +335,30 @@ class RDNBlock(FWPBlock):
         return o, tuple(S)
 
 # %% ../nbs/06_layers.ipynb #d5dfd85a
-def _lstm_no_steps(lstm, h, state):
-    "What `nn.LSTM` would return for an empty sequence (it refuses one): no outputs, the state (zeros when None) unchanged."
+def run_lstm(lstm:nn.LSTM, # a one-layer, batch-first `nn.LSTM`
+             h:Tensor, # (B, T, n_in)
+             state:tuple|None, # (h (B, n), c (B, n)), or None for zeros
+            ) -> tuple[Tensor, tuple]: # (B, T, n), the new (h, c)
+    """The one way every LSTM here is run with a state of (B, n) tensors: `nn.LSTM`'s (1, B, n) packing, T = 0 (which
+    `nn.LSTM` refuses: no outputs, the state unchanged), and float32 on the CPU under autocast, as oneDNN's bf16 LSTM needs
+    CPU features not every machine has."""
     B, n = h.shape[0], lstm.hidden_size
-    state = (h.new_zeros(B, n), h.new_zeros(B, n)) if state is None else state
-    return h.new_zeros(B, 0, n), tuple(s.clone() for s in state)
-
-def run_lstm(lstm:nn.LSTM, h:Tensor, hc:tuple|None):
-    "`lstm(h, hc)`; on the CPU under autocast in float32, as oneDNN's bf16 LSTM needs CPU features not every machine has."
+    if h.shape[1] == 0:
+        state = (h.new_zeros(B, n), h.new_zeros(B, n)) if state is None else state
+        return h.new_zeros(B, 0, n), tuple(s.clone() for s in state)
+    hc = None if state is None else tuple(s.unsqueeze(0) for s in state)
     if h.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
-            return lstm(h.float(), None if hc is None else tuple(s.float() for s in hc))
-    return lstm(h, hc)
+            o, (hn, cn) = lstm(h.float(), None if hc is None else tuple(s.float() for s in hc))
+    else: o, (hn, cn) = lstm(h, hc)
+    return o, (hn[0], cn[0])
 
 @register("lstm_delta")
 class LSTMDeltaBlock(DeltaBlock):
     "Delta Net whose q, k, v, β come from an LSTM over LN(x). State (h, c, S)."
     slow_state_len = 2
     def make_slow_net(self): return nn.LSTM(self.cfg.d_model, self.H * self.width(), batch_first=True)
-    def slow_net(self, h, slow_state):
-        if h.shape[1] == 0: return _lstm_no_steps(self.slow, h, slow_state)
-        hc = None if slow_state is None else tuple(s.unsqueeze(0) for s in slow_state)   # (1, B, n) each
-        p, (hn, cn) = run_lstm(self.slow, h, hc)                        # (B, T, H·(3D+1))
-        return p, (hn[0], cn[0])
+    def slow_net(self, h, slow_state): return run_lstm(self.slow, h, slow_state)   # (B, T, H·(3D+1)), (h, c)
 
 # %% ../nbs/06_layers.ipynb #srwmb002
 @register("srwm")
@@ -388,11 +389,7 @@ class LSTMBlock(Block):
         super().__init__(cfg)
         self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, batch_first=True)
 
-    def mix(self, h, state):
-        if h.shape[1] == 0: return _lstm_no_steps(self.lstm, h, state)
-        hc = None if state is None else tuple(s.unsqueeze(0) for s in state)  # (1, B, d_model) each
-        o, (hn, cn) = run_lstm(self.lstm, h, hc)                        # (B, T, d_model)
-        return o, (hn[0], cn[0])
+    def mix(self, h, state): return run_lstm(self.lstm, h, state)      # (B, T, d_model), (h, c)
 
 @register("transformer")
 class TransformerBlock(Block):

@@ -6,12 +6,7 @@ from rfwp.ops.linear import elu_sumnorm
 from rfwp.utils import assert_close
 from _helpers import outputs_and_grads
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "The shapes here are tiny: intra-op threads only add overhead (and stall on a loaded machine)."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 def rnd(seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)

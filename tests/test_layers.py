@@ -15,12 +15,7 @@ CASES = [(k, {}) for k in KINDS] + [("delta_mlp", dict(fast_depth=2)), ("delta",
 IDS = [k + "".join(f"-{a}{b}" for a, b in kw.items()) for k, kw in CASES]
 d_model, H = 32, 4
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "These tensors are tiny, so every op is dispatch-bound: one thread avoids OpenMP spin-waits when other jobs share the cores (7x faster here)."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 def block(kind, seed=0, dtype=torch.float64, **kw):
     torch.manual_seed(seed)

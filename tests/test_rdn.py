@@ -6,12 +6,7 @@ from rfwp.ops.rdn import (recurrent_delta_rule, recurrent_delta_rule_naive, recu
 from rfwp.utils import assert_close, rel_err
 from _helpers import leaves
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "These shapes are far too small to share between threads; on a busy 2-core machine a second thread only waits."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 NAMES = "o S_T y_T dxq dxk dxv dxb dR_q dR_k dR_v dr_b dS0 dy0".split()
 

@@ -4,12 +4,7 @@ from rfwp.ops.srwm import srwm, srwm_naive, srwm_torch, init_srwm_weights, srwm_
 from rfwp.utils import assert_close
 from _helpers import outputs_and_grads, check_state_passed_through, leaves
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    "Tiny shapes: a second thread only waits on a busy 2-core machine."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 NAMES = "y dW_T dx dW dW0".split()
 

@@ -1,12 +1,9 @@
 """The Triton kernels of `rfwp.ops.triton_delta` against the float64 naive references.
 
 Without a CUDA GPU the kernels run under Triton's interpreter (NumPy, one program at a time), so
-the shapes are small. TRITON_INTERPRET must be set before the kernels are decorated; pytest imports
-every test file in one process, so it is set here at import time (the other test files do not use
-Triton, and `impl="auto"` still picks the PyTorch path for CPU tensors)."""
+the shapes are small. TRITON_INTERPRET must be set before the kernels are decorated, so tests/conftest.py sets it."""
 import os, subprocess, sys, textwrap
 import pytest, torch
-if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 import torch.nn.functional as F
 from rfwp.ops import triton_delta as td
@@ -17,12 +14,7 @@ from rfwp.utils import assert_close
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = 2e-5   # float32 kernels against the float64 reference: a correct kernel lands near 1e-7
 
-@pytest.fixture(autouse=True)
-def nan_fill():
-    "Every kernel output starts as NaN, so an element that a kernel does not write fails the comparison."
-    old, td.NAN_FILL = td.NAN_FILL, True
-    yield
-    td.NAN_FILL = old
+pytestmark = pytest.mark.usefixtures("nan_fill")   # tests/conftest.py
 
 def delta_inputs(B, T, H, K, V, seed=0):
     "L2-normalised keys (larger K Kᵀ entries than sumnorm keys, a harder test of the inverse), β in (0, 1)."

@@ -2,12 +2,11 @@
 against the float64 naive references.
 
 Without a CUDA GPU the kernels run under Triton's interpreter, so the shapes are small. TRITON_INTERPRET
-must be set before the kernels are decorated (see tests/test_triton_delta.py for why it is set here)."""
+must be set before the kernels are decorated, so tests/conftest.py sets it."""
 import os, subprocess, sys, textwrap
 import pytest, torch
-if not torch.cuda.is_available(): os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
-from rfwp.ops import triton_delta as td, triton_seq as ts
+from rfwp.ops import triton_seq as ts
 from rfwp.ops.rdn import recurrent_delta_rule, recurrent_delta_rule_naive, init_rdn_weights
 from rfwp.ops.fastnets import delta_rnn, delta_lstm
 from rfwp.ops.linear import elu_sumnorm
@@ -16,12 +15,7 @@ from rfwp.utils import assert_close
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = 2e-5   # float32 kernels against the float64 reference: a correct kernel lands near 1e-7
 
-@pytest.fixture(autouse=True)
-def nan_fill():
-    "Every kernel output starts as NaN, so an element that a kernel does not write fails the comparison."
-    old, td.NAN_FILL = td.NAN_FILL, True
-    yield
-    td.NAN_FILL = old
+pytestmark = pytest.mark.usefixtures("nan_fill")   # tests/conftest.py
 
 def rnd(seed):
     g = torch.Generator().manual_seed(seed)

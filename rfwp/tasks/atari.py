@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from ..layers import LAYERS, make_layer, reset_state, detach_state, map_state
+from ..layers import LAYERS, make_layer, run_lstm, reset_state, detach_state, map_state
 from ..models import count_params
 from ..utils import require
 from fastcore.basics import patch
@@ -128,10 +128,7 @@ class LSTMCore(nn.Module):
     def __init__(self, n_in:int, hidden:int=256):
         super().__init__()
         self.lstm, self.n_out = nn.LSTM(n_in, hidden, batch_first=True), hidden
-    def forward(self, x:Tensor, state:tuple|None=None):
-        hc = None if state is None else tuple(s.unsqueeze(0) for s in state)   # (1, B, hidden) each
-        y, (h, c) = self.lstm(x, hc)                                           # (B, T, hidden)
-        return y, (h[0], c[0])
+    def forward(self, x:Tensor, state:tuple|None=None): return run_lstm(self.lstm, x, state)   # (B, T, hidden), (h, c)
 
 class FWPCore(nn.Module):
     "Linear(n_in -> d_model), `n_layers` blocks of a registry layer, LayerNorm; state: one tuple per block."
