@@ -7,8 +7,8 @@ import pytest
 import torch
 
 pytest.importorskip("ale_py")
-from rfwp.tasks.atari import (AgentConfig, AtariEnvs, AtariNet, CORES, FWPCore, LSTMCore, make_config, impala_loss, load_agent, resolve_game, run_core, train, vtrace, vtrace_naive, zero_state,
-                        PixelBandit, _slice_batch)
+from rfwp.rl import AgentConfig, AtariNet, CORES, FWPCore, LSTMCore, impala_loss, run_core, vtrace, vtrace_naive, zero_state
+from rfwp.tasks.atari import AtariEnvs, make_config, load_agent, resolve_game, train, PixelBandit, _slice_batch
 from rfwp.run import CheckpointError
 
 torch.set_num_threads(1)

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 from torch import Tensor
 from ..data import DataSpec, DATASETS, load_datasets, load_dataset, encode, batch_order, get_batch, Encoded, CODE_SRC_VOCAB, CODE_TRACE_VOCAB, code_trace
-from fastcore.basics import patch
 from ..models import ModelConfig, SeqModel
 from ..layers import LAYERS, QK_NORMS
 from . import TaskFace, register
@@ -86,35 +85,34 @@ class TrainConfig:
         "Build from a dict; unknown keys raise a `ValueError`."
         return _from_dict(cls, d)
 
-# %% ../../nbs/07b_training.ipynb #valid002
-@patch
-def validate(self:TrainConfig):
-    "Raise a `ValueError` naming the first invalid field."
-    from rfwp.layers import LAYERS
-    if self.task not in DATASETS: load_datasets()
-    if self.task not in DATASETS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(DATASETS)}")
-    if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
-    if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
-    if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-    for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
-        if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-    if self.trace and self.task != "codeexec": raise ValueError(f"trace: only code execution has a trace, got trace={self.trace} for task {self.task!r}")
-    for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps", "trace"):
-        if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-    for k in ("dropout", "beta1", "beta2"):
-        if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
-    if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
-    if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
-    if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
-    if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
-    for k, allowed in DATASETS[self.task]["choices"].items():      # e.g. the formal language
-        if getattr(self, k) not in allowed: raise ValueError(f"{k}: unknown value {getattr(self, k)!r}; choose from {', '.join(allowed)}")
-    if self.task == "formal" and self.train_len < 2: raise ValueError(f"train_len: must be >= 2, got {self.train_len}")
-    if not 0 < self.beta_range <= 2: raise ValueError(f"beta_range: must be in (0, 2], got {self.beta_range}")
-    try: self.model_config()
-    except ValueError as e: raise ValueError(f"model options: {e}") from None
-    return self
+    def validate(self):
+        "Raise a `ValueError` naming the first invalid field."
+        from rfwp.layers import LAYERS
+        if self.task not in DATASETS: load_datasets()
+        if self.task not in DATASETS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(DATASETS)}")
+        if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
+        if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
+        if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
+            if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+        if self.trace and self.task != "codeexec": raise ValueError(f"trace: only code execution has a trace, got trace={self.trace} for task {self.task!r}")
+        for k in ("warmup", "clip", "weight_decay", "max_minutes", "lr", "eps", "trace"):
+            if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
+        for k in ("dropout", "beta1", "beta2"):
+            if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+        if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
+        if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
+        if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
+        for k, allowed in DATASETS[self.task]["choices"].items():      # e.g. the formal language
+            if getattr(self, k) not in allowed: raise ValueError(f"{k}: unknown value {getattr(self, k)!r}; choose from {', '.join(allowed)}")
+        if self.task == "formal" and self.train_len < 2: raise ValueError(f"train_len: must be >= 2, got {self.train_len}")
+        if not 0 < self.beta_range <= 2: raise ValueError(f"beta_range: must be in (0, 2], got {self.beta_range}")
+        try: self.model_config()
+        except ValueError as e: raise ValueError(f"model options: {e}") from None
+        return self
 
+# %% ../../nbs/07b_training.ipynb #valid002
 # fields that may change when a run is resumed: how long it runs and how often it reports
 RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every")
 
@@ -270,33 +268,48 @@ class AlgoTask(Task):
     def load_state_dict(self, d:dict): self.epoch, self.pos = d["epoch"], d["pos"]
     def checkpoint_extra(self) -> dict: return dict(kind="algorithmic", model_config=self.mcfg.to_dict(), n_params=self.n_params)
 
-# %% ../../nbs/07b_training.ipynb #f711b8a3
-@patch
-def _next_batch(self:AlgoTask) -> Tensor:
-    "The sample indices of the next batch; a new epoch starts after the last batch of the previous one."
-    c = self.config
-    if self._order is None or self._order[0] != self.epoch:
-        self._order = (self.epoch, batch_order(self.enc["train"].lengths, c.batch_size, self.epoch, c.data_seed * 7919 + c.seed))
-    if self.pos >= len(self._order[1]):
-        self.epoch, self.pos = self.epoch + 1, 0
-        return self._next_batch()
-    return self._order[1][self.pos]
+    def _next_batch(self) -> Tensor:
+        "The sample indices of the next batch; a new epoch starts after the last batch of the previous one."
+        c = self.config
+        if self._order is None or self._order[0] != self.epoch:
+            self._order = (self.epoch, batch_order(self.enc["train"].lengths, c.batch_size, self.epoch, c.data_seed * 7919 + c.seed))
+        if self.pos >= len(self._order[1]):
+            self.epoch, self.pos = self.epoch + 1, 0
+            return self._next_batch()
+        return self._order[1][self.pos]
 
-@patch
-def train_step(self:AlgoTask, step:int) -> dict:
-    idx = self._next_batch()
-    b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], idx, self.dd.rank, self.dd.world).items()}
-    logits, _ = self.net(b["tokens"])
-    loss, s = self.objective(logits[..., :self.n_out], b)
-    if self.trace is not None:                                           # the auxiliary loss on the program's trace
-        tr = self.trace[idx[self.dd.rank::self.dd.world], :logits.shape[1]].to(self.dd.device)
-        loss = loss + self.config.trace * F.cross_entropy(logits[..., self.n_out:].flatten(0, 1).float(), tr.flatten(), ignore_index=-1)
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
-    self.opt.step(); self.sched.step()
-    self.pos += 1
-    return {**s, "tokens_seen": int(b["lengths"].sum())}
+    def train_step(self, step:int) -> dict:
+        idx = self._next_batch()
+        b = {k: v.to(self.dd.device) for k, v in get_batch(self.enc["train"], idx, self.dd.rank, self.dd.world).items()}
+        logits, _ = self.net(b["tokens"])
+        loss, s = self.objective(logits[..., :self.n_out], b)
+        if self.trace is not None:                                           # the auxiliary loss on the program's trace
+            tr = self.trace[idx[self.dd.rank::self.dd.world], :logits.shape[1]].to(self.dd.device)
+            loss = loss + self.config.trace * F.cross_entropy(logits[..., self.n_out:].flatten(0, 1).float(), tr.flatten(), ignore_index=-1)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip: torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.opt.step(); self.sched.step()
+        self.pos += 1
+        return {**s, "tokens_seen": int(b["lengths"].sum())}
+
+    def plot(self, rows:list[dict], path):
+        acc = ["acc", {"token": "print_acc", "state": "token_acc"}[self.spec.objective]] if self.spec.objective != "sequence" else ["acc"]
+        plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
+                    title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
+
+    def finish(self, best:dict, say) -> dict:
+        t = self.evaluate(self.enc["test"])
+        bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+        say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
+            + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
+        rows, longer = [dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], {}
+        for f, enc in self.longer.items():
+            longer[f"test_{f}x"] = tf = self.evaluate(enc)
+            say(f"samples {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%"
+                + "".join(f", {k.split('_')[0]} accuracy {100 * tf[k]:.2f}%" for k in ("print_acc", "token_acc") if k in tf))
+            rows.append(dict(step=best["step"], epoch=best["task"]["epoch"], split=f"test_{f}x", **tf))
+        return dict(rows=rows, test_acc=t["acc"], test=t, **longer, best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
 # %% ../../nbs/07b_training.ipynb #longer02
 def longer_tests(spec:DataSpec, n:int=500) -> dict:
@@ -304,27 +317,6 @@ def longer_tests(spec:DataSpec, n:int=500) -> dict:
     if DATASETS[spec.task]["longer"] is None: return {}
     factors, longer = DATASETS[spec.task]["longer"]
     return {f: encode((s := dataclasses.replace(longer(spec, f), n_test=n)).generate("test"), s) for f in factors}
-
-# %% ../../nbs/07b_training.ipynb #555e16f8
-@patch
-def plot(self:AlgoTask, rows:list[dict], path):
-    acc = ["acc", {"token": "print_acc", "state": "token_acc"}[self.spec.objective]] if self.spec.objective != "sequence" else ["acc"]
-    plot_curves(rows, path, {"loss": "loss", "accuracy (%)": acc}, log_y=("loss",), percent=acc,
-                title=f"{self.config.task} · {self.config.model} · {self.n_params:,} params")
-
-@patch
-def finish(self:AlgoTask, best:dict, say) -> dict:
-    t = self.evaluate(self.enc["test"])
-    bv = max((r["acc"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
-    say(f"test accuracy {100 * t['acc']:.2f}% (best validation {100 * bv:.2f}% at step {best['step']})"
-        + (f", print accuracy {100 * t['print_acc']:.2f}%" if "print_acc" in t else ""))
-    rows, longer = [dict(step=best["step"], epoch=best["task"]["epoch"], split="test", **t)], {}
-    for f, enc in self.longer.items():
-        longer[f"test_{f}x"] = tf = self.evaluate(enc)
-        say(f"samples {f}x as long: sequence accuracy {100 * tf['acc']:.2f}%"
-            + "".join(f", {k.split('_')[0]} accuracy {100 * tf[k]:.2f}%" for k in ("print_acc", "token_acc") if k in tf))
-        rows.append(dict(step=best["step"], epoch=best["task"]["epoch"], split=f"test_{f}x", **tf))
-    return dict(rows=rows, test_acc=t["acc"], test=t, **longer, best_valid_acc=bv, epoch=self.epoch, n_params=self.n_params)
 
 # %% ../../nbs/07b_training.ipynb #f3ecc532
 def train(cfg:TrainConfig, # what to train

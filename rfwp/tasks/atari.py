@@ -1,4 +1,4 @@
-"""Atari 2600 reinforcement learning with recurrent fast weight programmer agents: ALE's vectorised environments, an IMPALA agent whose core is any layer of the registry, V-trace, and what `rfwp train atari` / `rfwp eval atari` run (`rfwp.tasks.atari`).
+"""Atari 2600 reinforcement learning with recurrent fast weight programmer agents: ALE's vectorised environments, the training of the agents of `rfwp.rl` on them, and what `rfwp train atari` / `rfwp eval atari` run (`rfwp.tasks.atari`).
 
 Docs: https://rfwp.github.io/rfwp/atari.html.md"""
 
@@ -10,23 +10,21 @@ import argparse, difflib, json, math, re, time
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch, torch.nn.functional as F
 from torch import Tensor
-from ..layers import LAYERS, make_layer, run_lstm, reset_state, detach_state, map_state
+from ..layers import detach_state, map_state
 from ..models import count_params
+from ..rl import ENCODERS, CORES, HEADS, AgentConfig, AtariNet, impala_loss, ppo_loss
 from ..utils import require
-from fastcore.basics import patch
 from ..run import (Bar, CheckpointError, Dist, Task, Preset, fit, load_checkpoint, load_weights, data_parallel, lr_schedule, plot_curves,
                       write_metrics, make_config as _make, add_load_args, positive_int, choice_of)
 from ..utils import IMPLS
 from . import TaskFace, register
 
 # %% auto #0
-__all__ = ['ENCODERS', 'CORES', 'HEADS', 'ALGOS', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs',
-           'ResBlock', 'ImpalaCNN', 'NatureCNN', 'LSTMCore', 'FWPCore', 'zero_state', 'run_core', 'AgentConfig',
-           'AtariNet', 'vtrace_naive', 'vtrace', 'policy_terms', 'impala_loss', 'gae', 'ppo_loss', 'AtariConfig',
-           'make_config', 'AtariTask', 'collapse_stats', 'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate',
-           'write_video', 'throughput', 'eval_run']
+__all__ = ['ALGOS', 'RESUMABLE', 'MAX_ENVS', 'PRESETS', 'game_ids', 'resolve_game', 'AtariEnvs', 'AtariConfig', 'make_config',
+           'AtariTask', 'collapse_stats', 'grad_norms', 'train', 'PixelBandit', 'load_agent', 'evaluate', 'write_video',
+           'throughput', 'eval_run']
 
 # %% ../../nbs/09_atari.ipynb #404c7175
 def game_ids() -> list[str]:
@@ -90,282 +88,6 @@ class AtariEnvs:
         return torch.from_numpy(obs), torch.from_numpy(r.astype(np.float32)), torch.from_numpy(done), finished
 
     def close(self): self.env.close()
-
-# %% ../../nbs/09_atari.ipynb #a3fc9976
-class ResBlock(nn.Module):
-    "x + conv(relu(conv(relu(x)))), IMPALA's residual block."
-    def __init__(self, ch:int): # channels
-        super().__init__()
-        self.c1, self.c2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
-    def forward(self, x): return x + self.c2(F.relu(self.c1(F.relu(x))))
-
-class ImpalaCNN(nn.Module):
-    "IMPALA's residual CNN (16/32/32 channels) -> FC 256: (N, 4, 84, 84) in [0, 1] -> (N, 256)."
-    def __init__(self, in_ch:int=4, channels=(16, 32, 32), n_out:int=256):
-        super().__init__()
-        layers = []
-        for ch in channels:
-            layers += [nn.Conv2d(in_ch, ch, 3, padding=1), nn.MaxPool2d(3, 2, padding=1), ResBlock(ch), ResBlock(ch)]
-            in_ch = ch
-        self.net = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())     # 84 -> 42 -> 21 -> 11
-        self.fc, self.n_out = nn.Linear(in_ch * 11 * 11, n_out), n_out
-    def forward(self, x): return F.relu(self.fc(self.net(x)))
-
-class NatureCNN(nn.Module):
-    "The Nature-DQN CNN (32·8×8/4, 64·4×4/2, 64·3×3/1) -> FC 512: (N, 4, 84, 84) in [0, 1] -> (N, 512)."
-    def __init__(self, in_ch:int=4, n_out:int=512):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(in_ch, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                                 nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten())   # 84 -> 20 -> 9 -> 7
-        self.fc, self.n_out = nn.Linear(64 * 7 * 7, n_out), n_out
-    def forward(self, x): return F.relu(self.fc(self.net(x)))
-
-ENCODERS = dict(impala=ImpalaCNN, nature=NatureCNN)
-
-# %% ../../nbs/09_atari.ipynb #00adbc31
-class LSTMCore(nn.Module):
-    "The LSTM baseline core: (B, T, n_in) -> (B, T, hidden); state (h (B, hidden), c (B, hidden))."
-    def __init__(self, n_in:int, hidden:int=256):
-        super().__init__()
-        self.lstm, self.n_out = nn.LSTM(n_in, hidden, batch_first=True), hidden
-    def forward(self, x:Tensor, state:tuple|None=None): return run_lstm(self.lstm, x, state)   # (B, T, hidden), (h, c)
-
-class FWPCore(nn.Module):
-    "Linear(n_in -> d_model), `n_layers` blocks of a registry layer, LayerNorm; state: one tuple per block."
-    def __init__(self, kind:str, n_in:int, d_model:int=128, n_layers:int=2, n_heads:int=4, ff_dim:int=512, impl:str="auto"):
-        super().__init__()
-        self.inp, kind = nn.Linear(n_in, d_model), "lstm" if kind == "lstm-block" else kind   # "lstm-block": the registry's LSTM block
-        self.blocks = nn.ModuleList(make_layer(kind, d_model, n_heads, ff_dim=ff_dim, dropout=0.0, impl=impl) for _ in range(n_layers))
-        self.norm, self.n_out = nn.LayerNorm(d_model), d_model
-    def forward(self, x:Tensor, state:list|None=None):
-        x, new = self.inp(x), []                                               # (B, T, d_model)
-        for i, blk in enumerate(self.blocks):
-            x, s = blk(x, None if state is None else state[i])
-            new.append(s)
-        return self.norm(x), new
-
-# %% ../../nbs/09_atari.ipynb #ba2ababf
-def zero_state(core:nn.Module, # an `LSTMCore` or `FWPCore`
-               B:int, # batch size
-               n_in:int, # the core's input width
-               ) -> tuple|list:
-    "The core's state at the start of an episode: every tensor zero (the layers' `None` state, made explicit)."
-    p = next(core.parameters())
-    with torch.no_grad(): _, s = core(torch.zeros(B, 1, n_in, dtype=p.dtype, device=p.device), None)
-    return reset_state(s, torch.ones(B, dtype=torch.bool))
-
-def run_core(core:nn.Module, # maps (x, state) -> (y, state)
-             x:Tensor, # (B, T, n_in)
-             state, # the state before step 0
-             done:Tensor, # (B, T) bool: step t of game b starts a new episode (zero its state first)
-            ) -> tuple[Tensor, object]: # (B, T, n_out) and the state after step T-1
-    "Run the core over an unroll, zeroing each game's state before the steps where its episode starts anew."
-    B, T = done.shape
-    cuts = done.any(0).nonzero().flatten().tolist()                            # steps where some game resets
-    ys, t0 = [], 0
-    for t in cuts + [T]:
-        if t > t0:
-            y, state = core(x[:, t0:t], state); ys.append(y)                   # (B, t - t0, n_out)
-        if t < T and state is not None: state = reset_state(state, done[:, t])
-        t0 = t
-    return torch.cat(ys, 1), state
-
-# %% ../../nbs/09_atari.ipynb #15a18967
-@dataclass
-class AgentConfig:
-    "The arguments of an `AtariNet` (stored in checkpoints so that `rfwp eval atari` rebuilds it)."
-    core: str = "lstm"        # "lstm" (the baseline: a bare LSTM), "lstm-block" (LSTM layers in the FWP cores' residual blocks) or any FWP kind of `rfwp.layers.LAYERS`
-    encoder: str = "impala"   # "impala" (the paper's) or "nature" (14x cheaper on a CPU)
-    n_actions: int = 6        # the game's minimal action set (Pong: 6)
-    lstm_hidden: int = 256    # the LSTM baseline's width
-    d_model: int = 128        # FWP cores: Linear(n_in -> 128), as in the paper
-    n_layers: int = 2         # FWP cores: blocks
-    n_heads: int = 4          # FWP cores: 4 heads of 32
-    ff_dim: int = 512         # FWP cores: feedforward width
-    impl: str = "auto"        # op implementation of the FWP layers
-    heads: str = "core"       # what the policy and value read: "core" (its output) or "core+cnn" (also the CNN features)
-    frame_stack: int = 4      # frames per observation: the encoder's input channels
-
-    def __post_init__(self):
-        if self.heads not in HEADS: raise ValueError(f"heads: unknown choice {self.heads!r}; choose from {', '.join(HEADS)}")
-        if self.encoder not in ENCODERS: raise ValueError(f"encoder: unknown encoder {self.encoder!r}; choose from {', '.join(ENCODERS)}")
-        if self.core not in CORES: raise ValueError(f"core: unknown core {self.core!r}; choose from {', '.join(CORES)}")
-        if not isinstance(self.frame_stack, int) or not 1 <= self.frame_stack <= 8:
-            raise ValueError(f"frame_stack: must be an int from 1 to 8, got {self.frame_stack!r}")
-        if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
-
-CORES = ["lstm", "lstm-block"] + [k for k in LAYERS if k not in ("lstm", "transformer")]
-HEADS = ("core", "core+cnn")
-
-class AtariNet(nn.Module):
-    "Encoder + clipped reward -> recurrent core -> policy logits and value."
-    def __init__(self, cfg:AgentConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = ENCODERS[cfg.encoder](in_ch=cfg.frame_stack)
-        self.n_in = self.encoder.n_out + 1                                     # 257 (IMPALA CNN) or 513 (Nature CNN)
-        self.core = (LSTMCore(self.n_in, cfg.lstm_hidden) if cfg.core == "lstm" else
-                     FWPCore(cfg.core, self.n_in, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ff_dim, cfg.impl))
-        n_head = self.core.n_out + (self.encoder.n_out if cfg.heads == "core+cnn" else 0)
-        self.policy, self.baseline = nn.Linear(n_head, cfg.n_actions), nn.Linear(n_head, 1)
-        self.reset_parameters()
-
-    def reset_parameters(self):
-        "Orthogonal init of the encoder (gain √2, zero bias) and the heads (policy gain 0.01, value gain 1); the core keeps its own."
-        for m in self.encoder.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)): nn.init.orthogonal_(m.weight, math.sqrt(2)); nn.init.zeros_(m.bias)
-        for head, gain in ((self.policy, 0.01), (self.baseline, 1.0)):
-            nn.init.orthogonal_(head.weight, gain); nn.init.zeros_(head.bias)
-
-    def initial_state(self, B:int): return zero_state(self.core, B, self.n_in)
-
-    def forward(self, obs:Tensor, # (B, T, frame_stack, 84, 84) uint8 frame stacks
-                reward:Tensor, # (B, T) clipped reward that came with each observation
-                done:Tensor, # (B, T) bool: the observation starts a new episode
-                state, # core state before step 0 (from `initial_state` or a previous call)
-                features:bool=False, # also return the CNN features (B, T, 256|512), for the diagnostics
-               ) -> tuple: # logits (B, T, A), value (B, T), state[, features]
-        B, T = done.shape
-        z = self.encoder(obs.reshape(B * T, *obs.shape[2:]).to(self.policy.weight.dtype) / 255.0).view(B, T, -1)   # (B, T, 256|512)
-        x = torch.cat([z, reward.to(z.dtype).unsqueeze(-1)], -1)               # (B, T, n_in)
-        y, state = run_core(self.core, x, state, done)                         # (B, T, n_out)
-        if self.cfg.heads == "core+cnn": y = torch.cat([y, z], -1)
-        out = (self.policy(y), self.baseline(y).squeeze(-1), state)
-        return out + (z,) if features else out
-
-# %% ../../nbs/09_atari.ipynb #f1f805e5
-def vtrace_naive(log_rhos:Tensor, # (B, T) log π(a_t|x_t) − log μ(a_t|x_t)
-                 discounts:Tensor, # (B, T) γ·(1 − done_{t+1})
-                 rewards:Tensor, # (B, T) (clipped) rewards r_t
-                 values:Tensor, # (B, T) V(x_t)
-                 bootstrap:Tensor, # (B,) V(x_T)
-                 rho_bar:float=1.0, # truncation of ρ
-                 c_bar:float=1.0, # truncation of c
-                ) -> tuple[Tensor, Tensor]: # v_s (B, T), policy-gradient advantages (B, T)
-    "V-trace targets from the IMPALA paper's definition (a double loop over s and t), for testing."
-    B, T = rewards.shape
-    rho = log_rhos.exp().clamp(max=rho_bar); c = log_rhos.exp().clamp(max=c_bar)
-    V = torch.cat([values, bootstrap[:, None]], 1)                             # (B, T+1)
-    vs = torch.zeros_like(values)
-    for b in range(B):
-        for s in range(T):
-            acc, w = V[b, s].clone(), 1.0
-            for t in range(s, T):
-                acc = acc + w * rho[b, t] * (rewards[b, t] + discounts[b, t] * V[b, t + 1] - V[b, t])
-                w = w * discounts[b, t] * c[b, t]
-            vs[b, s] = acc
-    vs_next = torch.cat([vs[:, 1:], bootstrap[:, None]], 1)
-    return vs, rho * (rewards + discounts * vs_next - values)
-
-# %% ../../nbs/09_atari.ipynb #6ae7eb8b
-@torch.no_grad()
-def vtrace(log_rhos:Tensor, # (B, T) log π(a_t|x_t) − log μ(a_t|x_t)
-           discounts:Tensor, # (B, T) γ·(1 − done_{t+1})
-           rewards:Tensor, # (B, T) rewards r_t
-           values:Tensor, # (B, T) V(x_t)
-           bootstrap:Tensor, # (B,) V(x_T)
-           rho_bar:float=1.0, # truncation of ρ (IMPALA: 1)
-           c_bar:float=1.0, # truncation of c (IMPALA: 1)
-          ) -> tuple[Tensor, Tensor]: # v_s (B, T), policy-gradient advantages (B, T)
-    "V-trace targets and advantages by the backward recursion (no gradient flows through them)."
-    for name, t in (("discounts", discounts), ("rewards", rewards), ("values", values)):
-        if t.shape != log_rhos.shape: raise ValueError(f"vtrace: `{name}` has shape {tuple(t.shape)}, expected {tuple(log_rhos.shape)} like `log_rhos`")
-    if bootstrap.shape != log_rhos.shape[:1]: raise ValueError(f"vtrace: `bootstrap` has shape {tuple(bootstrap.shape)}, expected ({log_rhos.shape[0]},)")
-    rho = log_rhos.exp().clamp(max=rho_bar); c = log_rhos.exp().clamp(max=c_bar)
-    v_next = torch.cat([values[:, 1:], bootstrap[:, None]], 1)                 # V(x_{t+1})
-    deltas = rho * (rewards + discounts * v_next - values)                     # (B, T)
-    acc, out = torch.zeros_like(bootstrap), []
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        acc = deltas[:, t] + discounts[:, t] * c[:, t] * acc
-        out.append(acc)
-    vs = torch.stack(out[::-1], 1) + values                                    # (B, T)
-    vs_next = torch.cat([vs[:, 1:], bootstrap[:, None]], 1)
-    return vs, rho * (rewards + discounts * vs_next - values)
-
-# %% ../../nbs/09_atari.ipynb #ceb90411
-def policy_terms(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
-                 actions:Tensor, # (B, T) actions taken
-                 behaviour_logits:Tensor, # (B, T, A) the actors' logits
-                 dones:Tensor, # (B, T) bool: the episode ended with the action
-                 gamma:float, # discount
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    "What both learners' losses start from: log π (B, T, A), log π(a) and log μ(a) (B, T), log μ (B, T, A), the discounts γ·(1 − done)."
-    logp = F.log_softmax(logits[:, :-1], -1)
-    act_logp = logp.gather(-1, actions[..., None]).squeeze(-1)
-    beh = F.log_softmax(behaviour_logits, -1)
-    return logp, act_logp, beh.gather(-1, actions[..., None]).squeeze(-1), beh, gamma * (~dones).to(logits.dtype)
-
-def impala_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
-                values:Tensor, # (B, T+1) learner values
-                actions:Tensor, # (B, T) actions taken
-                behaviour_logits:Tensor, # (B, T, A) the actors' logits
-                rewards:Tensor, # (B, T) clipped rewards that followed the actions
-                dones:Tensor, # (B, T) bool: the episode ended with the action
-                gamma:float=0.99, # discount
-                baseline_cost:float=0.5, # weight of the value loss
-                entropy_cost:float=0.01, # weight of the entropy bonus
-               ) -> tuple[Tensor, dict]: # the scalar loss and its parts
-    "IMPALA's loss with V-trace targets; the last observation only bootstraps."
-    logp, act_logp, beh_logp, beh, discounts = policy_terms(logits, actions, behaviour_logits, dones, gamma)
-    vs, adv = vtrace(act_logp.detach() - beh_logp, discounts, rewards, values[:, :-1].detach(), values[:, -1].detach())
-    pg = -(act_logp * adv).sum()
-    base = baseline_cost * 0.5 * ((vs - values[:, :-1]) ** 2).sum()
-    negent = (logp.exp() * logp).sum(-1)                                       # (B, T) minus the entropy
-    ent = entropy_cost * negent.sum()
-    with torch.no_grad():
-        kl = (beh.exp() * (beh - logp)).sum(-1).mean()                         # KL(μ ‖ π) per step
-        ev = 1 - (vs - values[:, :-1]).var() / vs.var().clamp_min(1e-8)        # explained variance of the value
-    return pg + base + ent, dict(pg_loss=pg.item(), baseline_loss=base.item(), entropy_loss=ent.item(),
-                                 entropy=-negent.mean().item(), value_ev=ev.item(), kl=kl.item(),
-                                 log_rho_abs=(act_logp.detach() - beh_logp).abs().mean().item())
-
-# %% ../../nbs/09_atari.ipynb #ppo00002
-@torch.no_grad()
-def gae(rewards:Tensor, # (B, T) rewards r_t
-        values:Tensor, # (B, T) V(x_t) of the acting network
-        bootstrap:Tensor, # (B,) V(x_T)
-        discounts:Tensor, # (B, T) γ·(1 − done_{t+1})
-        lam:float=0.95, # λ of the exponential average of n-step advantages
-       ) -> tuple[Tensor, Tensor]: # advantages (B, T), returns (B, T)
-    "Generalised advantage estimates by the backward recursion A_t = δ_t + γλ A_{t+1} (cut at episode ends), and A + V."
-    v_next = torch.cat([values[:, 1:], bootstrap[:, None]], 1)
-    deltas = rewards + discounts * v_next - values
-    acc, out = torch.zeros_like(bootstrap), []
-    for t in range(rewards.shape[1] - 1, -1, -1):
-        acc = deltas[:, t] + discounts[:, t] * lam * acc
-        out.append(acc)
-    adv = torch.stack(out[::-1], 1)
-    return adv, adv + values
-
-def ppo_loss(logits:Tensor, # (B, T+1, A) learner policy logits on the unroll's T+1 observations
-             values:Tensor, # (B, T+1) learner values
-             actions:Tensor, # (B, T) actions taken
-             behaviour_logits:Tensor, # (B, T, A) the actors' logits
-             behaviour_values:Tensor, # (B, T+1) the actors' values
-             rewards:Tensor, # (B, T) clipped rewards that followed the actions
-             dones:Tensor, # (B, T) bool: the episode ended with the action
-             gamma:float=0.99, # discount
-             lam:float=0.95, # GAE's λ
-             clip:float=0.1, # the ratio is clipped to [1 − clip, 1 + clip]
-             baseline_cost:float=0.5, # weight of the value loss
-             entropy_cost:float=0.01, # weight of the entropy bonus
-            ) -> tuple[Tensor, dict]: # the scalar loss and its parts
-    "PPO's clipped surrogate on normalised GAE advantages, a value loss and an entropy bonus, each a mean over steps."
-    logp, act_logp, beh_logp, beh, discounts = policy_terms(logits, actions, behaviour_logits, dones, gamma)
-    adv, ret = gae(rewards, behaviour_values[:, :-1], behaviour_values[:, -1], discounts, lam)
-    adv_n = (adv - adv.mean()) / (adv.std() + 1e-8)
-    ratio = (act_logp - beh_logp).exp()
-    pg = -torch.min(ratio * adv_n, ratio.clamp(1 - clip, 1 + clip) * adv_n).mean()
-    base = baseline_cost * 0.5 * ((ret - values[:, :-1]) ** 2).mean()
-    negent = (logp.exp() * logp).sum(-1)                                       # (B, T) minus the entropy
-    ent = entropy_cost * negent.mean()
-    with torch.no_grad():
-        kl = (beh.exp() * (beh - logp)).sum(-1).mean()
-        ev = 1 - (ret - values[:, :-1]).var() / ret.var().clamp_min(1e-8)
-        clipped = ((ratio - 1).abs() > clip).float().mean()
-    return pg + base + ent, dict(pg_loss=pg.item(), baseline_loss=base.item(), entropy_loss=ent.item(),
-                                 entropy=-negent.mean().item(), value_ev=ev.item(), kl=kl.item(),
-                                 log_rho_abs=(act_logp.detach() - beh_logp).abs().mean().item(), clip_frac=clipped.item())
 
 # %% ../../nbs/09_atari.ipynb #0c092689
 @dataclass
@@ -561,6 +283,54 @@ class AtariTask(Task):
     def close(self):
         if self.actors is not None: self.actors.envs.close()
 
+    def train_step(self, step:int) -> dict:
+        c = self.config
+        if self.actors is None:                                               # started here, after a resumed run's random state is back
+            self.actors = _Actors(c, self.model, self.dd.rank, self.make_envs)
+            self.actors.restart(step)
+        batch, fin = self.actors.unroll()
+        batch = {k: map_state(lambda t: t.to(self.dd.device), x) for k, x in batch.items()}   # to the learner's device
+        self.net.train()
+        sums = {}
+        for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
+            mb = _slice_batch(batch, idx)
+            lg, v, _, z = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"], features=True)
+            if c.algo == "ppo":
+                loss, parts = ppo_loss(lg, v, mb["action"], mb["logits"], mb["value"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                       c.gamma, c.gae_lambda, c.ppo_clip, c.baseline_cost, c.entropy_cost)
+            else:
+                loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
+                                          c.gamma, c.baseline_cost, c.entropy_cost)
+            self.opt.zero_grad(set_to_none=True); loss.backward()
+            parts.update(collapse_stats(z, lg), **grad_norms(self.model))
+            gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
+            self.opt.step()
+            for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
+        self.sched.step()
+        self.actors.state = detach_state(self.actors.state)
+        self.episodes += [((step + 1) * self.per_update, s, n) for _, s, n in fin]
+        return dict(sums, ret_sum=float(sum(s for _, s, _ in fin)), ret_n=len(fin), frames_n=c.n_envs * c.unroll * 4)
+
+    def train_row(self, s:dict) -> dict:
+        last = [e[1] for e in self.episodes[-100:]]
+        skip = ("n", "ret_sum", "ret_n", "frames_n", "seconds")
+        return dict(fps=round(s["frames_n"] / max(s["seconds"], 1e-9)), episodes=len(self.episodes),
+                    return_mean=s["ret_sum"] / s["ret_n"] if s["ret_n"] else float("nan"),
+                    return_last100=float(np.mean(last)) if last else float("nan"),
+                    **{k: x / s["n"] for k, x in s.items() if k not in skip})
+
+    def plot(self, rows:list[dict], path):
+        write_metrics([dict(frames=f, score=s, steps=n) for f, s, n in self.episodes], Path(path).parent, ["frames", "score", "steps"], name="episodes")
+        c = self.config
+        _plot_atari(rows, self.episodes, path, f"{c.game} · {c.core} core · {c.encoder} CNN")
+
+    def finish(self, last:dict, say) -> dict:
+        r = [e[1] for e in self.episodes[-100:]]
+        res = dict(update=last["step"], frames=last["step"] * self.per_update, episodes=len(self.episodes),
+                   return_last100=float(np.mean(r)) if r else None, n_params=self.n_params)
+        say(f"{res['frames']:,} frames; mean score of the last 100 episodes {res['return_last100']}")
+        return res
+
 # %% ../../nbs/09_atari.ipynb #diag0002
 @torch.no_grad()
 def collapse_stats(z:Tensor, # (..., F) encoder features of a batch of states
@@ -580,59 +350,7 @@ def grad_norms(net:AtariNet) -> dict:
         return torch.linalg.vector_norm(torch.cat(g)).item() if g else 0.0
     return dict(grad_encoder=norm(net.encoder), grad_core=norm(net.core), grad_heads=norm(net.policy, net.baseline))
 
-# %% ../../nbs/09_atari.ipynb #33895372
-@patch
-def train_step(self:AtariTask, step:int) -> dict:
-    c = self.config
-    if self.actors is None:                                               # started here, after a resumed run's random state is back
-        self.actors = _Actors(c, self.model, self.dd.rank, self.make_envs)
-        self.actors.restart(step)
-    batch, fin = self.actors.unroll()
-    batch = {k: map_state(lambda t: t.to(self.dd.device), x) for k, x in batch.items()}   # to the learner's device
-    self.net.train()
-    sums = {}
-    for idx in torch.tensor_split(torch.arange(c.n_envs), c.minibatches) * c.epochs:   # learner steps on slices of the games
-        mb = _slice_batch(batch, idx)
-        lg, v, _, z = self.net(mb["obs"], mb["reward"], mb["done"], mb["state"], features=True)
-        if c.algo == "ppo":
-            loss, parts = ppo_loss(lg, v, mb["action"], mb["logits"], mb["value"], mb["reward"][:, 1:], mb["done"][:, 1:],
-                                   c.gamma, c.gae_lambda, c.ppo_clip, c.baseline_cost, c.entropy_cost)
-        else:
-            loss, parts = impala_loss(lg, v, mb["action"], mb["logits"], mb["reward"][:, 1:], mb["done"][:, 1:],
-                                      c.gamma, c.baseline_cost, c.entropy_cost)
-        self.opt.zero_grad(set_to_none=True); loss.backward()
-        parts.update(collapse_stats(z, lg), **grad_norms(self.model))
-        gn = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip if c.clip else float("inf")))
-        self.opt.step()
-        for k, x in dict(n=1, loss=loss.item(), grad_norm=gn, **parts).items(): sums[k] = sums.get(k, 0.0) + x
-    self.sched.step()
-    self.actors.state = detach_state(self.actors.state)
-    self.episodes += [((step + 1) * self.per_update, s, n) for _, s, n in fin]
-    return dict(sums, ret_sum=float(sum(s for _, s, _ in fin)), ret_n=len(fin), frames_n=c.n_envs * c.unroll * 4)
-
-@patch
-def train_row(self:AtariTask, s:dict) -> dict:
-    last = [e[1] for e in self.episodes[-100:]]
-    skip = ("n", "ret_sum", "ret_n", "frames_n", "seconds")
-    return dict(fps=round(s["frames_n"] / max(s["seconds"], 1e-9)), episodes=len(self.episodes),
-                return_mean=s["ret_sum"] / s["ret_n"] if s["ret_n"] else float("nan"),
-                return_last100=float(np.mean(last)) if last else float("nan"),
-                **{k: x / s["n"] for k, x in s.items() if k not in skip})
-
 # %% ../../nbs/09_atari.ipynb #008c7b5f
-@patch
-def plot(self:AtariTask, rows:list[dict], path):
-    write_metrics([dict(frames=f, score=s, steps=n) for f, s, n in self.episodes], Path(path).parent, ["frames", "score", "steps"], name="episodes")
-    c = self.config
-    _plot_atari(rows, self.episodes, path, f"{c.game} · {c.core} core · {c.encoder} CNN")
-@patch
-def finish(self:AtariTask, last:dict, say) -> dict:
-    r = [e[1] for e in self.episodes[-100:]]
-    res = dict(update=last["step"], frames=last["step"] * self.per_update, episodes=len(self.episodes),
-               return_last100=float(np.mean(r)) if r else None, n_params=self.n_params)
-    say(f"{res['frames']:,} frames; mean score of the last 100 episodes {res['return_last100']}")
-    return res
-
 def train(cfg:AtariConfig, # what to train
           run_dir="runs/atari", # where the run's files go
           resume:bool=False, # continue the run in `run_dir`

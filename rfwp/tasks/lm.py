@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from torch import Tensor
-from fastcore.basics import patch
 from ..layers import LAYERS, detach_state
 from ..models import HEADS, ModelConfig, SeqModel
 from ..run import (Dist, Task, Preset, fit, load_checkpoint, load_weights, CheckpointError, data_parallel, lr_schedule, plot_curves,
@@ -428,24 +427,22 @@ class LMTrainConfig:
         if bad := sorted(set(d) - {f.name for f in fields(cls)}): raise ValueError(f"LMTrainConfig: unknown field(s) {', '.join(bad)}")
         return cls(**d)
 
-# %% ../../nbs/08_language_modelling.ipynb #5a1c0e06
-@patch
-def validate(self:LMTrainConfig) -> LMTrainConfig:
-    "Raise a `ValueError` naming the first bad field."
-    if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
-    if self.optimizer not in ("adam", "adamw"): raise ValueError(f"optimizer: {self.optimizer!r}; choose from adam, adamw")
-    if self.schedule not in ("cosine", "constant"): raise ValueError(f"schedule: {self.schedule!r}; choose from cosine, constant")
-    if self.head not in HEADS: raise ValueError(f"head: {self.head!r}; choose from {', '.join(HEADS)}")
-    for k in ("n_layers", "d_model", "n_heads", "ff_dim", "context", "batch_size", "steps", "eval_every", "log_every", "eval_streams"):
-        if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
-    for k in ("lr", "min_lr", "eps", "weight_decay", "clip", "warmup", "max_minutes", "eval_tokens", "eval_stride"):
-        if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
-    for k in ("dropout", "beta1", "beta2", "valid_frac"):
-        if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
-    if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
-    if self.eval_stride > self.context: raise ValueError(f"eval_stride: must be <= context={self.context}, got {self.eval_stride}")
-    self.cutoffs = tuple(int(c) for c in self.cutoffs)
-    return self
+    def validate(self) -> LMTrainConfig:
+        "Raise a `ValueError` naming the first bad field."
+        if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
+        if self.optimizer not in ("adam", "adamw"): raise ValueError(f"optimizer: {self.optimizer!r}; choose from adam, adamw")
+        if self.schedule not in ("cosine", "constant"): raise ValueError(f"schedule: {self.schedule!r}; choose from cosine, constant")
+        if self.head not in HEADS: raise ValueError(f"head: {self.head!r}; choose from {', '.join(HEADS)}")
+        for k in ("n_layers", "d_model", "n_heads", "ff_dim", "context", "batch_size", "steps", "eval_every", "log_every", "eval_streams"):
+            if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")
+        for k in ("lr", "min_lr", "eps", "weight_decay", "clip", "warmup", "max_minutes", "eval_tokens", "eval_stride"):
+            if getattr(self, k) < 0: raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
+        for k in ("dropout", "beta1", "beta2", "valid_frac"):
+            if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+        if self.eval_stride > self.context: raise ValueError(f"eval_stride: must be <= context={self.context}, got {self.eval_stride}")
+        self.cutoffs = tuple(int(c) for c in self.cutoffs)
+        return self
 
 # %% ../../nbs/08_language_modelling.ipynb #5a1c0e08
 LM_RESUMABLE = ("steps", "max_minutes", "eval_every", "log_every", "eval_tokens", "eval_stride", "eval_streams")
@@ -531,70 +528,57 @@ class LMTask(Task):
                 f"model {c.model}: {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, {head}, {self.n_params:,} parameters; "
                 f"{c.steps} steps of {c.batch_size} x {c.context} tokens{how} on {self.dd.world} x {self.dd.device.type}{' (bf16)' if self.amp else ''}")
 
-# %% ../../nbs/08_language_modelling.ipynb #5a1c0e0c
-@patch
-def train_step(self:LMTask, step:int) -> dict:
-    c, dd = self.config, self.dd
-    if c.carry_state:
-        x, y, new = get_stream_batch(self.train_ids, step, c.batch_size, c.context, dd.rank, dd.world)
-        if new: self.state = None                                 # a new pass over the streams starts from zero
-    else: x, y = get_lm_batch(self.train_ids, step, c.batch_size, c.context, c.seed, dd.rank, dd.world)
-    x, y = x.to(dd.device), y.to(dd.device)
-    with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=self.amp):
-        nll, new_state = self.net(x, state=self.state if self.carry else None, targets=y)   # (b, context)
-    if self.carry: self.state = detach_state(new_state)
-    loss = nll.float().mean()
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if c.clip: nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
-    self.opt.step(); self.sched.step()
-    return dict(loss=loss.item() * y.numel(), n=y.numel())
+    def train_step(self, step:int) -> dict:
+        c, dd = self.config, self.dd
+        if c.carry_state:
+            x, y, new = get_stream_batch(self.train_ids, step, c.batch_size, c.context, dd.rank, dd.world)
+            if new: self.state = None                                 # a new pass over the streams starts from zero
+        else: x, y = get_lm_batch(self.train_ids, step, c.batch_size, c.context, c.seed, dd.rank, dd.world)
+        x, y = x.to(dd.device), y.to(dd.device)
+        with torch.autocast(dd.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            nll, new_state = self.net(x, state=self.state if self.carry else None, targets=y)   # (b, context)
+        if self.carry: self.state = detach_state(new_state)
+        loss = nll.float().mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip: nn.utils.clip_grad_norm_(self.model.parameters(), c.clip)
+        self.opt.step(); self.sched.step()
+        return dict(loss=loss.item() * y.numel(), n=y.numel())
 
-@patch
-def position(self:LMTask, step:int) -> dict: return dict(epoch=round(step / self.per_epoch, 3))
+    def position(self, step:int) -> dict: return dict(epoch=round(step / self.per_epoch, 3))
 
-@patch
-def train_row(self:LMTask, sums:dict) -> dict:
-    l = sums["loss"] / max(sums["n"], 1)
-    return dict(loss=l, ppl=math.exp(min(l, 700)), tokens_per_s=round(sums["n"] / max(sums["seconds"], 1e-9)))
+    def train_row(self, sums:dict) -> dict:
+        l = sums["loss"] / max(sums["n"], 1)
+        return dict(loss=l, ppl=math.exp(min(l, 700)), tokens_per_s=round(sums["n"] / max(sums["seconds"], 1e-9)))
 
-@patch
-def bar(self:LMTask, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
+    def bar(self, row:dict) -> dict: return dict(loss=f"{row['loss']:.3f}", tok_s=f"{row['tokens_per_s']:,.0f}")
 
-# %% ../../nbs/08_language_modelling.ipynb #5a1c0e0e
-@patch
-def evaluate(self:LMTask) -> dict:
-    c = self.config
-    v = eval_sliding(self.model, self.data.splits["valid"], c.context, c.context, 4 * c.batch_size // self.dd.world, c.eval_tokens, self.dd, self.amp)
-    return dict(loss=v["loss"], ppl=v["ppl"])
+    def evaluate(self) -> dict:
+        c = self.config
+        v = eval_sliding(self.model, self.data.splits["valid"], c.context, c.context, 4 * c.batch_size // self.dd.world, c.eval_tokens, self.dd, self.amp)
+        return dict(loss=v["loss"], ppl=v["ppl"])
 
-@patch
-def score(self:LMTask, row:dict) -> float: return -row["loss"]
+    def score(self, row:dict) -> float: return -row["loss"]
 
-@patch
-def state_dict(self:LMTask) -> dict:                                     # the carried state (of a single-process run)
-    return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
+    def state_dict(self) -> dict:                                     # the carried state (of a single-process run)
+        return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
 
-@patch
-def load_state_dict(self:LMTask, d:dict):
-    if self.carry and self.dd.world == 1 and d.get("carried") is not None:
-        self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
+    def load_state_dict(self, d:dict):
+        if self.carry and self.dd.world == 1 and d.get("carried") is not None:
+            self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
 
-@patch
-def checkpoint_extra(self:LMTask) -> dict:
-    return dict(kind="lm", model_config=self.mcfg.to_dict(), vocab=list(self.data.vocab), level=self.data.level, n_params=self.n_params)
+    def checkpoint_extra(self) -> dict:
+        return dict(kind="lm", model_config=self.mcfg.to_dict(), vocab=list(self.data.vocab), level=self.data.level, n_params=self.n_params)
 
-@patch
-def plot(self:LMTask, rows:list[dict], path):
-    plot_curves(rows, path, {"loss (nats/token)": "loss", "learning rate": "lr"},
-                title=f"{Path(self.data.about.split(', ')[0]).name} · {self.config.model} · {self.n_params:,} params")
+    def plot(self, rows:list[dict], path):
+        plot_curves(rows, path, {"loss (nats/token)": "loss", "learning rate": "lr"},
+                    title=f"{Path(self.data.about.split(', ')[0]).name} · {self.config.model} · {self.n_params:,} params")
 
-@patch
-def finish(self:LMTask, best:dict, say) -> dict:
-    tr = [r["tokens_per_s"] for r in best["rows"] if r["split"] == "train" and r.get("tokens_per_s")]
-    bv = min((r["loss"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
-    return dict(best_valid_loss=bv, n_params=self.n_params, tokens_per_s=round(sum(tr) / len(tr)) if tr else None,
-                **_final_eval(self.model, self.data, self.config, self.dd, self.amp, say))
+    def finish(self, best:dict, say) -> dict:
+        tr = [r["tokens_per_s"] for r in best["rows"] if r["split"] == "train" and r.get("tokens_per_s")]
+        bv = min((r["loss"] for r in best["rows"] if r["split"] == "valid"), default=float("nan"))
+        return dict(best_valid_loss=bv, n_params=self.n_params, tokens_per_s=round(sum(tr) / len(tr)) if tr else None,
+                    **_final_eval(self.model, self.data, self.config, self.dd, self.amp, say))
 
 # %% ../../nbs/08_language_modelling.ipynb #5a1c0e0f
 def train_lm(cfg:LMTrainConfig, # what to train
