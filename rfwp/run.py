@@ -15,12 +15,12 @@ import torch.distributed as dist
 
 # %% auto #0
 __all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'DEVICES', 'Dist', 'setup_dist', 'processes', 'data_parallel', 'RunFileError',
-           'atomic_write', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'load_weights', 'rng_state',
-           'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json', 'DirLock', 'RunDir', 'Signals',
-           'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves', 'lr_schedule', 'config_help', 'Preset',
-           'make_config', 'from_dict', 'add_config_args', 'option_error', 'given_args', 'positive_int', 'nonneg_float',
-           'nonneg_int', 'fraction', 'choice_of', 'add_load_args', 'Task', 'Progress', 'checkpoint_state', 'restore',
-           'fit']
+           'remove_stale_temps', 'atomic_write', 'CheckpointError', 'save_checkpoint', 'load_checkpoint',
+           'load_weights', 'rng_state', 'set_rng_state', 'seed_all', 'RunDirError', 'config_diff', 'read_json',
+           'DirLock', 'RunDir', 'Signals', 'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves',
+           'lr_schedule', 'config_help', 'Preset', 'make_config', 'from_dict', 'add_config_args', 'option_error',
+           'given_args', 'positive_int', 'nonneg_float', 'nonneg_int', 'fraction', 'choice_of', 'add_load_args', 'Task',
+           'Progress', 'checkpoint_state', 'restore', 'fit', 'DivergedError', 'finite_params']
 
 # %% ../nbs/07a_run.ipynb #0fbdd477
 @dataclass
@@ -73,6 +73,22 @@ class RunFileError(OSError):
     "A run file that cannot be written or read (the message names it and says what to do)."
 
 def _tmp_path(path:Path) -> Path: return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+def _alive(pid:int) -> bool:
+    "Whether process `pid` exists (on this machine)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def remove_stale_temps(folder) -> list[Path]:
+    "Delete the temp files (`atomic_write`'s `.<name>.<pid>-<hex>.tmp`) that processes no longer alive left in `folder`; return them."
+    gone = []
+    for t in Path(folder).glob(".*.tmp"):
+        m = re.match(r"\..+\.(\d+)-[0-9a-f]+\.tmp$", t.name)
+        if m and not _alive(int(m.group(1))):
+            with contextlib.suppress(OSError): t.unlink(); gone.append(t)
+    return gone
 
 def atomic_write(path, # the file to (re)place
                  write, # `write(f)` writes the contents to the binary file object `f`; or bytes, or str
@@ -205,8 +221,8 @@ class RunDir:
         self.path, self.run_files, self.main, self._lock = Path(path), tuple(run_files), main, DirLock(path)
     def __truediv__(self, name): return self.path / name
     def lock(self):
-        "Take the folder's lock (the main process only), or fail at once naming the process that holds it."
-        if self.main: self._lock.acquire()
+        "Take the folder's lock (the main process only), or fail at once naming the process that holds it; then remove the temp files of dead processes."
+        if self.main and self._lock.f is None: self._lock.acquire(); remove_stale_temps(self.path)
         return self
     def unlock(self): self._lock.release()
     def __enter__(self): return self.lock()
@@ -244,6 +260,10 @@ class RunDir:
                                   f"({'; '.join(diff)}); use --resume to continue it with the new values, --overwrite to start over, "
                                   "or choose another --run-dir")
             resuming = (self.path / "last.pt").exists()
+            if not resuming and (left := [n for n in self.run_files if (self.path / n).exists()]):
+                raise RunDirError(f"{self.path} holds {', '.join(left)} of this run but no last.pt, so it cannot continue where it stopped, "
+                                  "and starting again would overwrite them; nothing was changed. Put last.pt back, use --overwrite "
+                                  "to start over, or choose another --run-dir")
         if self.main: atomic_write(cfile, json.dumps(config, indent=1))
         return resuming
 
@@ -428,6 +448,8 @@ def make_config(cls, # the config dataclass (with `validate()`)
     if bad := sorted(set(overrides) - set(names)): raise ValueError(f"unknown config field(s) {', '.join(bad)}; valid: {', '.join(sorted(names))}")
     d = {**p.values, **(p.task_values.get(task, {}) if task else {}), **overrides}
     if task is not None and "task" in names: d["task"] = task
+    for k, v in d.items():
+        if isinstance(v, float) and not math.isfinite(v): raise ValueError(f"{k}: must be a finite number, got {v}")
     return cls(**d).validate()
 
 def from_dict(cls, d:dict):
@@ -645,19 +667,29 @@ def fit(task:Task, # what to train (see above)
     "Train (or continue) `task` in `run_dir`; return its results (`status`, `step`, `best`, ..., what `finish` adds)."
     _check_task(task, Task.ATTRS, "its __init__")
     task.config.validate()
+    if dataclasses.is_dataclass(task.config):                         # a non-finite number is never a valid setting
+        for f in fields(task.config):
+            if isinstance(v := getattr(task.config, f.name), float) and not math.isfinite(v): raise ValueError(f"{f.name}: must be a finite number, got {v}")
     if threads: torch.set_num_threads(threads)
     with processes(device) as dd:
         rd = RunDir(run_dir, task.run_files, main=dd.main)
         say = log if dd.main else (lambda *a, **k: None)
+        ck, opened = None, False
         try:
-            ck = _open(task, dd, rd, resume, overwrite)
+            ck = _open(task, dd, rd, resume, overwrite); opened = True
             task.setup(dd, say)
             _check_task(task, Task.BUILT, "its setup")
             p = restore(task, ck, rd / "last.pt", dd) if ck is not None else Progress()
+            if stop_at is not None and stop_at <= p.step:
+                raise ValueError(f"stop_at: the run in {rd.path} is already at {task.unit} {p.step}; give a later {task.unit} (or none)")
             if ck is not None: say(f"resuming {rd.path} at {task.unit} {p.step}")
             say(f"{task.describe()}; run dir {rd.path}" if task.describe() else f"run dir {rd.path}")
             status, sig = _loop(task, dd, rd, p, progress, stop_at, say)
             return _end(task, dd, rd, p, status, sig, stop_at, final, say)
+        except BaseException:
+            if dd.main and opened and ck is None and not any((rd / n).exists() for n in task.run_files):
+                (rd / RunDir.CONFIG).unlink(missing_ok=True)             # a start that failed leaves nothing to block the next
+            raise
         finally: rd.unlock(); task.close()
 
 def _open(task:Task, dd:Dist, rd:RunDir, resume:bool, overwrite:bool) -> dict|None:
@@ -673,11 +705,32 @@ def _open(task:Task, dd:Dist, rd:RunDir, resume:bool, overwrite:bool) -> dict|No
     return ck
 
 # %% ../nbs/07a_run.ipynb #efd17d10
+class DivergedError(ValueError):
+    "Training that produced a non-finite loss or parameters: the run stops, is not done, and keeps its last finite checkpoint."
+
+def finite_params(model:torch.nn.Module) -> bool:
+    "Whether every parameter of `model` is finite."
+    return all(bool(torch.isfinite(w).all()) for w in model.parameters())
+
+def _diverged(task:Task, rd:RunDir, p:Progress, step:int, what:list, dd:Dist):
+    "Stop a run whose numbers stopped being finite: metrics and `results.json` (status `diverged`) written, no checkpoint, an error."
+    unit = task.unit
+    if what != ["parameters"] and not finite_params(task.model): what = [*what, "parameters (the gradients of the step before were not finite)"]
+    kept = f"{rd / 'last.pt'} (the last checkpoint, written before it) is kept" if (rd / "last.pt").exists() else "no checkpoint was written"
+    msg = (f"training diverged at {unit} {step}: non-finite {', '.join(what)}; {kept}. The run is not done: lower the learning rate, "
+           "clip the gradients or change the config, and start it again with --overwrite (or in another --run-dir)")
+    if dd.main:
+        write_metrics(p.rows, rd.path)
+        rd.write("results.json", json.dumps({"status": "diverged", "step": step, "error": msg, "config": task.config.to_dict()}, indent=1, default=str))
+    raise DivergedError(msg)
+
 def _loop(task:Task, dd:Dist, rd:RunDir, p:Progress, progress:bool, stop_at, say) -> tuple[str, int|None]:
     "Train from `p.step` to `task.total`; return the status and the signal that stopped it (if any)."
     unit, total, ckpt_every = task.unit, task.total, task.ckpt_every or task.eval_every
-    def save(name): 
-        if dd.main: save_checkpoint(checkpoint_state(task, p), rd / name)
+    def save(name):
+        if dd.main:
+            if not finite_params(task.model): _diverged(task, rd, p, p.step, ["parameters"], dd)
+            save_checkpoint(checkpoint_state(task, p), rd / name)
     def report(plot=True):
         if dd.main:
             write_metrics(p.rows, rd.path)
@@ -690,6 +743,7 @@ def _loop(task:Task, dd:Dist, rd:RunDir, p:Progress, progress:bool, stop_at, say
         while p.step < total and not spent:
             t0 = time.time()
             s = task.train_step(p.step)
+            if bad := [k for k, v in s.items() if isinstance(v, float) and not math.isfinite(v)]: _diverged(task, rd, p, p.step + 1, bad, dd)
             p.step, p.elapsed_s = p.step + 1, time.time() - t_start
             s["seconds"] = s.get("seconds", 0.0) + time.time() - t0
             for k, v in s.items(): p.pending[k] = p.pending.get(k, 0) + v

@@ -207,3 +207,80 @@ def test_plot_curves_any_columns(tmp_path):
 def test_lr_schedule_errors():
     with pytest.raises(ValueError, match="schedule: 'step'"): lr_schedule("step", 10)
     with pytest.raises(ValueError, match="steps: must be > 0"): lr_schedule("cosine", 0)
+
+# ---------------------------------------------------------------- nothing silently wrong, nothing lost
+
+class _Blowup:
+    "A task that trains a line and whose loss becomes NaN at `bad_step` (as a run that diverges)."
+    @staticmethod
+    def make(bad_step=5, fail_setup=False, n_steps=8):
+        from dataclasses import dataclass, asdict
+        from rfwp.run import Task
+        @dataclass
+        class Cfg:
+            steps:int = n_steps
+            lr:float = 0.1
+            def to_dict(self): return asdict(self)
+            def validate(self): return self
+        class T(Task):
+            resumable, log_every, eval_every, ckpt_every = ("steps",), 1, 2, 2
+            def __init__(self, cfg): self.config, self.total = cfg, cfg.steps
+            def setup(self, dd, say):
+                if fail_setup: raise ValueError("setup: the data could not be read")
+                torch.manual_seed(0); self.model = self.net = torch.nn.Linear(1, 1)
+                self.opt = torch.optim.SGD(self.model.parameters(), lr=self.config.lr)
+                self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_schedule("constant", self.total))
+            def train_step(self, step):
+                x = torch.linspace(-1, 1, 8)[:, None]; loss = ((self.net(x) - 3 * x) ** 2).mean()
+                if step + 1 >= bad_step: loss = loss * float("nan")
+                self.opt.zero_grad(); loss.backward(); self.opt.step(); self.sched.step()
+                return dict(loss=loss.item(), n=1)
+            def evaluate(self): return dict(loss=1.0)
+        return T(Cfg())
+
+def test_diverging_run_stops_keeps_its_last_finite_checkpoint(tmp_path):
+    "A NaN loss at step 5 stops the run there: an error naming the step, status `diverged`, last.pt of step 4 kept and finite."
+    from rfwp.run import fit, DivergedError
+    with pytest.raises(DivergedError, match="diverged at step 5: non-finite loss"):
+        fit(_Blowup.make(bad_step=5), tmp_path / "r", progress=False, log=lambda *a, **k: None)
+    ck = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert ck["step"] == 4 and all(torch.isfinite(w).all() for w in ck["model"].values())
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["status"] == "diverged" and res["step"] == 5
+    assert all(r["step"] <= 4 for r in json.loads((tmp_path / "r" / "metrics.json").read_text()))
+
+@pytest.mark.parametrize("opt", [["--lr", "inf"], ["--clip", "nan"], ["--weight-decay=-inf"], ["--max-minutes", "inf"]])
+def test_non_finite_options_refused(opt, tmp_path):
+    r = rfwp("train", "listops", *opt, "--run-dir", tmp_path / "r", "--data-dir", tmp_path / "d", timeout=60)
+    assert r.returncode == 2 and "finite" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="finite"): make_config("listops", "laptop", lr=float("inf"))
+
+def test_failed_start_leaves_nothing_that_blocks_the_next(tmp_path):
+    "A start that fails before the first step removes the config it wrote: the corrected command then runs."
+    from rfwp.run import fit
+    with pytest.raises(ValueError, match="could not be read"): fit(_Blowup.make(fail_setup=True), tmp_path / "r", progress=False, log=lambda *a, **k: None)
+    assert not (tmp_path / "r" / "config.json").exists()
+    c = _Blowup.make(bad_step=99); c.config.lr = 0.05                   # another config in the same folder: not refused
+    assert fit(c, tmp_path / "r", progress=False, log=lambda *a, **k: None)["status"] == "done"
+
+def test_run_without_last_pt_is_refused_and_best_pt_kept(data_dir, tmp_path):
+    "With last.pt gone, the same command must not start again over best.pt (it did, silently)."
+    train(tiny(), tmp_path / "r", data_dir, **QUIET)
+    (tmp_path / "r" / "last.pt").unlink()
+    before = snapshot(tmp_path / "r")
+    for resume, steps in ((True, 9), (False, 6)):
+        with pytest.raises(RunDirError, match="best.pt.*no last.pt"): train(tiny(steps=steps), tmp_path / "r", data_dir, resume=resume, **QUIET)
+    assert snapshot(tmp_path / "r") == before
+
+def test_stale_temp_files_removed_when_the_lock_is_taken(data_dir, tmp_path):
+    "A temp file of a dead process (a SIGKILL during a write) goes at the next start; one of a live process stays."
+    train(tiny(), tmp_path / "r", data_dir, stop_at=3, **QUIET)
+    dead = tmp_path / "r" / ".curves.png.999999999-0badc0de.tmp"; dead.write_bytes(b"half a png")
+    live = tmp_path / "r" / f".metrics.csv.{os.getpid()}-12345678.tmp"; live.write_bytes(b"being written")
+    train(tiny(), tmp_path / "r", data_dir, resume=True, **QUIET)
+    assert not dead.exists() and live.exists()
+
+def test_stop_at_at_or_below_the_finished_step(data_dir, tmp_path):
+    train(tiny(), tmp_path / "r", data_dir, **QUIET)
+    with pytest.raises(ValueError, match="already at step 6"): train(tiny(), tmp_path / "r", data_dir, stop_at=4, **QUIET)
