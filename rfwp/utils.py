@@ -148,17 +148,22 @@ def resolve_impl(impl:str, # requested implementation
 def pick_impl(impl:str, # requested implementation
               op:str, # the op's name, for messages
               x:Tensor, # an input of the op (B, T, H, D), for its device, dtype and head dim
-              module:str, # the Triton module whose kernels the op would run: "triton_delta" or "triton_seq"
+              module:str|None, # the Triton module whose kernels the op would run: "triton_delta", "triton_seq", or None (no kernels)
               v:Tensor|None=None, # the values, where their head dim may differ from `x`'s
               chunk_size:int|None=None, # the chunk size of a chunked op
               gated:bool=False, # a decay `g` is given
               available:Sequence=("naive", "torch", "triton"), # the impls this op has
+              mixed:Sequence=(), # the per-step inputs that the torch path mixes across steps within a chunk (chunked ops)
              ) -> tuple[str, object]:
     """The one rule by which every op picks its path: `resolve_impl`, then for Triton, `auto` keeps the torch path where the
     kernels cannot take the inputs (`triton_unsupported` with the module's `LIMITS`) or where a decay is given (the gated
     kernels are tested under the interpreter but not yet timed on a GPU), while an explicit `impl="triton"` that cannot run
-    raises naming `op` and why. Returns the implementation and the Triton module (None off the Triton path)."""
+    raises naming `op` and why. A chunked torch path multiplies a chunk's steps together, and 0 · NaN is NaN: when one of the
+    `mixed` inputs is not finite, the op takes the per-step reference instead, so a NaN or inf at step t reaches no output
+    before t (as it cannot in the recurrence being computed). Returns the implementation and the Triton module (None off
+    the Triton path)."""
     auto, impl = impl == "auto", resolve_impl(impl, x, op=op, available=available)
+    if impl == "torch" and mixed and not all(t is None or bool(torch.isfinite(t).all()) for t in mixed): return "naive", None
     if impl != "triton" or (auto and gated): return ("torch" if impl == "triton" else impl), None
     tri = triton_module(module, op)
     why = triton_module("triton_delta", op).triton_unsupported(x, x if v is None else v, chunk_size, **tri.LIMITS)

@@ -134,7 +134,7 @@ def delta_rule(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
         check_shapes({'initial_state': (initial_state, "B H K V")}, op=op, **{s: dims[s] for s in "BHKV"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state': initial_state, 'g': g}, op=op)
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size, gated=g is not None)
+    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size, gated=g is not None, mixed=(q, k, v, beta, g))
     B, T, H, K = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     S0 = initial_state.to(dt) if initial_state is not None else q.new_zeros(B, H, K, dims['V'], dtype=dt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch, torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from ..utils import check_shapes, check_dtypes, resolve_impl, compute_dtype, empty_result, pick_impl
+from ..utils import check_shapes, check_dtypes, compute_dtype, empty_result, pick_impl
 from ..utils import serial_if_small
 from .linear import elu_sumnorm
 from .delta import delta_rule
@@ -183,7 +183,7 @@ def delta_mlp(q:Tensor, # raw queries (B, T, H, D), no feature map
              **{f'ln_weight[{l}]': w for l, w in enumerate(ln_w)}, **{f'ln_bias[{l}]': b for l, b in enumerate(ln_b)},
              **{f'initial_state[{j}]': S for j, S in enumerate(S0s)}, 'g': g}
     check_dtypes(named, op=op)
-    impl = resolve_impl(impl, q, op=op)
+    impl, _ = pick_impl(impl, op, q, None, available=("naive", "torch"), mixed=(q, *ks, *vs, *betas, g))
     in_dtype, dt = q.dtype, compute_dtype(q)
     q, ks, vs, betas, ln_w, ln_b = q.to(dt), _cast(ks, dt), _cast(vs, dt), _cast(betas, dt), _cast(ln_w, dt), _cast(ln_b, dt)
     S0s = [S.to(dt) if S is not None else q.new_zeros(B, H, *((D, vs[j].shape[-1]) if j % 2 == 0 else (ks[j].shape[-1], D)))
@@ -251,7 +251,7 @@ def delta_delta(q:Tensor, # queries (B, T, H, D), already feature-mapped
     check_shapes({'initial_state[0] (S1)': (S1, "B H D E"), 'initial_state[1] (S2)': (S2, "B H D D")}, op=op,
                  B=dims['B'], H=dims['H'], D=dims['D'], E=3 * dims['D'] + 1)
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'initial_state[0] (S1)': S1, 'initial_state[1] (S2)': S2, 'g': g}, op=op)
-    impl = resolve_impl(impl, q, op=op)
+    impl, _ = pick_impl(impl, op, q, None, available=("naive", "torch"), mixed=(q, k, v, beta, g))
     in_dtype, dt = q.dtype, compute_dtype(q)
     q, k, v, beta, S1, S2 = _cast([q, k, v, beta, S1, S2], dt)
     B, T, H, D = q.shape
@@ -417,7 +417,7 @@ def delta_rnn(q:Tensor, # queries (B, T, H, D), already feature-mapped
     st = {'initial_state[0] (S)': S0, 'initial_state[1] (R)': R0, 'initial_state[2] (y)': y0}
     check_shapes(dict(zip(st, zip(st.values(), ["B H D D", "B H D D", "B H D"]))), op=op, **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
-    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None)   # fused kernels of notebook 05c
+    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None, mixed=(q, k, v, beta, g))   # kernels of 05c
     B, T, H, D = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     if T == 0:
@@ -584,7 +584,7 @@ def delta_lstm(q:Tensor, # queries (B, T, H, 3, D), already feature-mapped; gate
     check_shapes(dict(zip(st, zip(st.values(), ["B H 3 D D", "B H 3 D D", "B H D", "B H D"]))), op=op,
                  **{s: dims[s] for s in "BHD"})
     check_dtypes({'q': q, 'k': k, 'v': v, 'beta': beta, 'kr': kr, 'vr': vr, 'beta_r': beta_r, **st, 'g': g}, op=op)
-    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None)   # fused kernels of notebook 05c
+    impl, tri = pick_impl(impl, op, q, "triton_seq", gated=g is not None, mixed=(q, k, v, beta, g))   # kernels of 05c
     B, T, H, _, D = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     shapes = ((B, H, 3, D, D), (B, H, 3, D, D), (B, H, D), (B, H, D))

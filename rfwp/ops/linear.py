@@ -152,7 +152,7 @@ def linear_attention(q:Tensor, # queries (B, T, H, Dk), already feature-mapped
         check_shapes({'initial_state': (initial_state, "B H K V")}, op=op, B=dims['B'], H=dims['H'], K=dims['K'], V=Vs)
     check_dtypes({'q': q, 'k': k, 'v': v, 'initial_state': initial_state}, op=op)
     if not isinstance(chunk_size, int) or chunk_size < 1: raise ValueError(f"{op}: chunk_size must be a positive int, got {chunk_size!r}")
-    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size)
+    impl, tri = pick_impl(impl, op, q, "triton_delta", v=v, chunk_size=chunk_size, mixed=(q, k, v))
     B, T, H, K = q.shape
     in_dtype, dt = q.dtype, compute_dtype(q)
     S0 = initial_state.to(dt) if initial_state is not None else None
