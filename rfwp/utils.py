@@ -73,15 +73,20 @@ def check_dtypes(tensors:dict, # name -> tensor (or `None`, skipped)
                  op:str="op", # the op's name, for the message
                  allowed:Sequence=(torch.float16, torch.bfloat16, torch.float32, torch.float64), # accepted dtypes
                 ) -> torch.dtype:
-    "Check that all tensors share one floating dtype from `allowed` and one device; return the dtype."
+    """Check that all tensors share one floating dtype from `allowed` and one device; return the dtype. A state (a name
+    starting with `initial_state`) may also be in the dtype the op computes in (`compute_dtype`), so that the float32 state
+    a bfloat16 or float16 call returned can be passed back."""
     first = None
-    for name, x in tensors.items():
+    for name, x in sorted(tensors.items(), key=lambda kv: kv[0].startswith("initial_state")):   # the inputs first, then states
         if x is None: continue
         if x.dtype not in allowed:
             raise TypeError(f"{op}: `{name}` has dtype {x.dtype}, expected one of {', '.join(str(d) for d in allowed)}")
         if first is None: first = (name, x); continue
         n0, x0 = first
-        if x.dtype != x0.dtype: raise TypeError(f"{op}: `{name}` has dtype {x.dtype} but `{n0}` has {x0.dtype}; all inputs must share one dtype")
+        state = name.startswith("initial_state")
+        if x.dtype != x0.dtype and not (state and x.dtype == compute_dtype(x0.dtype)):
+            also = f" (a state may also be {compute_dtype(x0.dtype)}, the dtype the op returns it in)" if state else ""
+            raise TypeError(f"{op}: `{name}` has dtype {x.dtype} but `{n0}` has {x0.dtype}; all inputs must share one dtype{also}")
         if x.device != x0.device: raise ValueError(f"{op}: `{name}` is on {x.device} but `{n0}` is on {x0.device}")
     return first[1].dtype if first else torch.get_default_dtype()
 
