@@ -157,7 +157,7 @@ def _shapes(s:str, what:str) -> list[tuple]:
     "'4,8,1024,64;2,4,4096,64' -> [(4, 8, 1024, 64), (2, 4, 4096, 64)]."
     try: out = [tuple(int(x) for x in part.split(",")) for part in s.split(";") if part]
     except ValueError: out = [()]
-    if any(len(t) != 4 for t in out): raise ValueError(f"{what}: shapes are four comma-separated integers each, separated by ';', got {s!r}")
+    if any(len(t) != 4 or min(t) < 1 for t in out): raise ValueError(f"{what}: shapes are four comma-separated positive integers each, separated by ';', got {s!r}")
     return out
 
 def cmd_bench_ops(a:argparse.Namespace) -> int:

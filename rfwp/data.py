@@ -272,14 +272,23 @@ def write_split(path, samples):
     "Write samples as `tokens<TAB>targets` lines, whole or not at all (processes that generate the same dataset at once do not collide)."
     atomic_write(path, "".join(f"{' '.join(src)}\t{' '.join(tgt)}\n" for src, tgt in samples))
 
-def read_split(path) -> list[tuple[list[str], list[str]]]:
-    "Read a file written by `write_split`."
+def read_split(path, # a file written by `write_split`
+               spec:DataSpec|None=None, # check every token against its vocabularies
+              ) -> list[tuple[list[str], list[str]]]:
+    "Read a file written by `write_split`; a damaged file raises a `ValueError` naming the file and the line."
     out = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) != 2: raise ValueError(f"{path}:{i + 1}: expected `tokens<TAB>targets`, got {line[:60]!r}")
-            out.append((parts[0].split(), parts[1].split()))
+    try:
+        with open(path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) != 2: raise ValueError(f"{path}:{i + 1}: expected `tokens<TAB>targets`, got {line[:60]!r}")
+                src, tgt = parts[0].split(), parts[1].split()
+                if spec is not None:
+                    for words, vocab, what in ((src, spec.src_vocab, "token"), (tgt, spec.tgt_vocab, "target")):
+                        if bad := [w for w in words if w not in vocab.stoi]: raise ValueError(f"{path}:{i + 1}: unknown {what} {bad[0]!r} for {spec.task}")
+                out.append((src, tgt))
+    except UnicodeDecodeError as e: raise ValueError(f"{path}: is not a text file ({e.reason} at byte {e.start}); delete its dataset folder to generate it again") from None
+    except OSError as e: raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
     return out
 
 # %% ../nbs/07_algorithmic.ipynb #70fe2a12
@@ -292,11 +301,15 @@ def prepare_dataset(spec:DataSpec, # what to generate
     meta = {**spec.params(), **{f"n_{s}": spec.size(s) for s in SPLITS}, "format": "rfwp-dataset/1"}
     mfile = d / "meta.json"
     if mfile.exists():
-        old = json.loads(mfile.read_text())
+        try: old = json.loads(mfile.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{mfile}: is not valid JSON ({e}); delete {d} to generate the dataset again") from None
+        if not isinstance(old, dict): raise ValueError(f"{mfile}: is not a dataset description; delete {d} to generate the dataset again")
         if {k: v for k, v in old.items() if not k.startswith("n_")} != {k: v for k, v in meta.items() if not k.startswith("n_")}:
             raise ValueError(f"prepare_dataset: {d} holds a different dataset ({old}); remove it or choose another root")
         if all(old.get(f"n_{s}", 0) >= spec.size(s) for s in SPLITS): return d
-    d.mkdir(parents=True, exist_ok=True)
+    try: d.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ValueError(f"data dir: cannot create {d} ({e.strerror or e}); choose another --data-dir") from None
     for s in SPLITS:
         write_split(d / f"{s}.txt", spec.generate(s))
     spec.src_vocab.save(d / "src_vocab.txt"); spec.tgt_vocab.save(d / "tgt_vocab.txt")
@@ -309,7 +322,14 @@ def load_dataset(spec:DataSpec, root="data", log=print) -> dict:
     d = prepare_dataset(spec, root, log)
     if Vocab.load(d / "src_vocab.txt") != spec.src_vocab or Vocab.load(d / "tgt_vocab.txt") != spec.tgt_vocab:
         raise ValueError(f"load_dataset: the vocabularies in {d} differ from this version's")
-    return {s: read_split(d / f"{s}.txt")[:spec.size(s)] for s in SPLITS}
+    out, meta = {}, json.loads((d / "meta.json").read_text())
+    for s in SPLITS:
+        rows = read_split(d / f"{s}.txt", spec)
+        if len(rows) != meta[f"n_{s}"]:                              # a file cut short or added to after it was written
+            raise ValueError(f"{d / f'{s}.txt'}: holds {len(rows)} samples but {d / 'meta.json'} says {meta[f'n_{s}']}; "
+                             "delete the folder to generate the dataset again")
+        out[s] = rows[:spec.size(s)]
+    return out
 
 # %% ../nbs/07_algorithmic.ipynb #4916a6bd
 @dataclass

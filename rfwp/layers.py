@@ -45,11 +45,11 @@ class LayerConfig:
         if self.kind not in LAYERS: raise ValueError(f"LayerConfig: unknown kind {self.kind!r}; valid kinds: {', '.join(LAYERS)}")
         for name in ("d_model", "n_heads", "fast_depth"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"LayerConfig: {name} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"LayerConfig: {name} must be a positive int, got {v!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"LayerConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.ff_dim is None: self.ff_dim = 4 * self.d_model
-        if not isinstance(self.ff_dim, int) or self.ff_dim < 1: raise ValueError(f"LayerConfig: ff_dim must be a positive int, got {self.ff_dim!r}")
+        if not isinstance(self.ff_dim, int) or isinstance(self.ff_dim, bool) or self.ff_dim < 1: raise ValueError(f"LayerConfig: ff_dim must be a positive int, got {self.ff_dim!r}")
         if not 0.0 <= self.dropout < 1.0: raise ValueError(f"LayerConfig: dropout must be in [0, 1), got {self.dropout!r}")
         if self.impl not in IMPLS: raise ValueError(f"LayerConfig: unknown impl={self.impl!r}; expected one of {', '.join(map(repr, IMPLS))}")
         if not isinstance(self.beta_range, (int, float)) or not 0 < self.beta_range <= 2:
@@ -142,6 +142,11 @@ class Block(nn.Module):
             raise ValueError(f"{type(self).__name__}: `x` must have shape (B, T, d_model={self.cfg.d_model}), got {tuple(getattr(x, 'shape', ()))}")
         if state is not None and not isinstance(state, (tuple, list)):
             raise TypeError(f"{type(self).__name__}: `state` must be None or the tuple returned by a previous call, got {type(state).__name__}")
+        w = next(self.parameters())
+        if not x.is_floating_point(): raise TypeError(f"{type(self).__name__}: `x` must be a floating-point tensor, got {x.dtype}")
+        if x.dtype != w.dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+            raise TypeError(f"{type(self).__name__}: `x` has dtype {x.dtype} but the block's parameters are {w.dtype}; "
+                            f"cast one to the other (x.to({w.dtype}) or block.to({x.dtype}))")
         o, state = self.mix(self.norm(x), state)                      # (B, T, d_model)
         x = x + self.drop(self.out(o))
         return self.ff(x), state

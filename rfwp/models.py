@@ -52,7 +52,7 @@ class ModelConfig:
         if self.n_out is None: self.n_out = self.vocab_size
         for name in ("n_layers", "n_out", "max_len"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1: raise ValueError(f"ModelConfig: {name} must be a positive int, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"ModelConfig: {name} must be a positive int, got {v!r}")
         if self.head not in HEADS: raise ValueError(f"ModelConfig: head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.positions not in POSITIONS: raise ValueError(f"ModelConfig: positions must be one of {', '.join(POSITIONS)}, got {self.positions!r}")
         self.cutoffs = tuple(int(c) for c in self.cutoffs)
@@ -211,6 +211,8 @@ class SeqModel(nn.Module):
             raise ValueError(f"SeqModel: `tokens` must be an integer tensor (B, T), got {getattr(tokens, 'dtype', type(tokens).__name__)} {tuple(getattr(tokens, 'shape', ()))}")
         if state is not None and len(state) != len(self.blocks):
             raise ValueError(f"SeqModel: `state` has {len(state)} entries but the model has {len(self.blocks)} blocks")
+        if tokens.numel() and not (0 <= int(tokens.min()) and int(tokens.max()) < self.cfg.vocab_size):
+            raise ValueError(f"SeqModel: `tokens` must be ids in 0..{self.cfg.vocab_size - 1} (vocab_size), got values in {int(tokens.min())}..{int(tokens.max())}")
         x = self.embed(tokens)                                          # (B, T, d_model)
         if self.embed_drop is not None: x = self.embed_drop(x)
         if self.pos is not None: x = self.pos(x, self._offset(state))
@@ -256,6 +258,8 @@ def nll(self:SeqModel, h:Tensor, # (B, T, d_model) final hidden states
         targets:Tensor, # (B, T) class ids
        ) -> Tensor: # (B, T) negative log-likelihood in nats, float32 (or float64)
     "Per-position negative log-likelihood of `targets` (the language model's loss)."
+    if targets.numel() and not (0 <= int(targets.min()) and int(targets.max()) < self.cfg.n_out):
+        raise ValueError(f"SeqModel: `targets` must be class ids in 0..{self.cfg.n_out - 1} (n_out), got values in {int(targets.min())}..{int(targets.max())}")
     with torch.autocast(h.device.type, enabled=False):
         h = upcast(h)
         if _adaptive(self): return -self.head(h.flatten(0, 1), targets.flatten()).output.view(targets.shape)

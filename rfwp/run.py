@@ -677,7 +677,10 @@ def fit(task:Task, # what to train (see above)
         ck, opened = None, False
         try:
             ck = _open(task, dd, rd, resume, overwrite); opened = True
-            task.setup(dd, say)
+            try: task.setup(dd, say)
+            except RuntimeError as e:                                 # the allocator's message, as one line that says what to change
+                if not re.search(r"allocate|out of memory", str(e)): raise
+                raise ValueError(f"the model or its data does not fit in memory ({str(e).splitlines()[0][:160]}); choose a smaller config") from None
             _check_task(task, Task.BUILT, "its setup")
             p = restore(task, ck, rd / "last.pt", dd) if ck is not None else Progress()
             if stop_at is not None and stop_at <= p.step:

@@ -43,7 +43,7 @@ def assert_close(name:str, # what is compared, shown in the error message
     return e
 
 # %% ../nbs/00_utils.ipynb #5e0a44fd
-def check_shapes(specs:dict, # name -> (tensor, "B T H K") pairs; a `None` tensor is skipped
+def check_shapes(specs:dict, # name -> (tensor, "B T H K") pairs; a `None` is refused, but for a state (`initial_state...`)
                  op:str="op", # the op's name, for the message
                  **known:int, # symbols whose size is already fixed, e.g. `K=16`
                 ) -> dict:
@@ -51,7 +51,9 @@ def check_shapes(specs:dict, # name -> (tensor, "B T H K") pairs; a `None` tenso
     dims = dict(known)
     origin = {k: 'argument' for k in known}
     for name, (x, spec) in specs.items():
-        if x is None: continue
+        if x is None:
+            if name.startswith("initial_state"): continue                # a state may be None (zeros)
+            raise TypeError(f"{op}: `{name}` is required: a tensor of shape ({', '.join(spec.split())}), got None")
         if not isinstance(x, Tensor): raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(x).__name__}")
         syms = spec.split()
         if x.dim() != len(syms):

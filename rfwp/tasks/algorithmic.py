@@ -101,6 +101,7 @@ class TrainConfig:
         for k in ("dropout", "beta1", "beta2"):
             if not 0 <= getattr(self, k) < 1: raise ValueError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
         if self.d_model % self.n_heads: raise ValueError(f"n_heads: must divide d_model={self.d_model}, got {self.n_heads}")
+        if self.batch_size > self.n_train: raise ValueError(f"batch_size: {self.batch_size} is larger than the training split (n_train={self.n_train})")
         if self.task == "listops" and not 1 <= self.depth <= 18: raise ValueError(f"depth: must be in 1..18, got {self.depth}")
         if self.task == "codeexec" and not 1 <= self.n_vars <= 10: raise ValueError(f"n_vars: must be in 1..10, got {self.n_vars}")
         if self.task == "codeexec" and self.n_statements < 2: raise ValueError(f"n_statements: must be >= 2, got {self.n_statements}")
