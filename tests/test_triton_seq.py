@@ -230,7 +230,7 @@ def test_nan_fill_is_on():
 
 def test_bad_input_raises():
     x = [t.float().to(DEV) for t in rdn_inputs(1, 4, 1, 8)]
-    with pytest.raises(ValueError, match="recurrent_delta_rule: the Triton kernels take float32, bfloat16 or float16"):
+    with pytest.raises(ValueError, match="recurrent_delta_rule: the sequential Triton kernels take float32, bfloat16 or float16"):
         recurrent_delta_rule(*[t.double() for t in x[:8]], impl="triton")
     big = [t.float().to(DEV) for t in rnn_inputs(1, 2, 1, 130)[:7]]
     with pytest.raises(ValueError, match="delta_rnn: the sequential Triton kernels take head dims up to 128"):
