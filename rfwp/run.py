@@ -20,7 +20,7 @@ __all__ = ['CKPT_FORMAT', 'STYLES', 'SCHEDULES', 'DEVICES', 'Dist', 'setup_dist'
            'DirLock', 'RunDir', 'Signals', 'signal_name', 'Bar', 'columns_of', 'write_metrics', 'plot_curves',
            'lr_schedule', 'config_help', 'Preset', 'make_config', 'from_dict', 'add_config_args', 'option_error',
            'given_args', 'positive_int', 'nonneg_float', 'nonneg_int', 'fraction', 'choice_of', 'add_load_args', 'Task',
-           'Progress', 'checkpoint_state', 'restore', 'fit', 'DivergedError', 'finite_params']
+           'Progress', 'check_fingerprint', 'checkpoint_state', 'restore', 'fit', 'DivergedError', 'finite_params']
 
 # %% ../nbs/07a_run.ipynb #0fbdd477
 @dataclass
@@ -634,6 +634,15 @@ class Progress:
     best:float|None = None # the best validation score (`Task.score`)
     elapsed_s:float = 0.0 # seconds of training, over all sessions of the run
     pending:dict = field(default_factory=dict) # summed statistics of the steps since the last train row
+
+def check_fingerprint(saved:dict|None, # what the run recorded of its data when it started (None: an older run, not checked)
+                      now:dict, # the same of the data found now: {file or split: hash}
+                     ):
+    "Refuse to resume on other data: a `ValueError` naming every file whose contents changed since the run started."
+    if saved is None: return
+    if changed := sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k)):
+        raise ValueError(f"resume: the data changed since this run started ({', '.join(map(str, changed))}): continuing would train on "
+                         "other data, or on ids that mean other tokens; restore it, or start over with --overwrite")
 
 def checkpoint_state(task:Task, p:Progress) -> dict:
     "Everything a checkpoint holds: config, the task's extras, weights, optimiser, schedule, random states, position, progress."

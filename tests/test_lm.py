@@ -295,3 +295,35 @@ def test_bench_speed_and_tables():
           for m, l in (("transformer", 2.0), ("delta", 2.05), ("rdn", 1.9))]
     t = char_table(cr)
     assert "Delta Net within 3% of the Transformer: yes (+2.5%)" in t and "Best RFWP (rdn, 1.9000) at or below the Transformer (2.0000): yes" in t
+
+# ---------------------------------------------------------------- nothing lost, nothing silently wrong
+
+def test_last_line_without_newline_is_kept(tmp_path):
+    "A training file whose last line has no final newline: the line was dropped (a one-line file then looked empty)."
+    from rfwp.tasks.lm import load_lm_data
+    f = tmp_path / "one.txt"; f.write_text("a b c d e f a b c d e f")          # one line, no newline
+    data = load_lm_data(resolve_files(train=f), tmp_path / "cache", log=lambda *a: None)
+    assert len(data.splits["train"]) + len(data.splits["valid"]) == 13        # 12 words and <eos>
+
+def test_cache_leaves_no_temp_folder(tmp_path):
+    "Two processes tokenising one corpus into one cache: both succeed and no `<key>.tmp<pid>` is left (one was, in 4 of 4 tries)."
+    f = tmp_path / "c.txt"; f.write_text("the fast weights of a delta net\n" * 3000)
+    code = "import sys; from rfwp.tasks.lm import load_lm_data, resolve_files; load_lm_data(resolve_files(text=sys.argv[1]), sys.argv[2], log=lambda *a: None)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(f), str(tmp_path / "cache")], env=ENV, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
+    assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name]
+    import shutil
+    key = next((tmp_path / "cache").iterdir()); shutil.rmtree(key)
+    (stale := key.with_name(key.name + ".tmp999999999")).mkdir()          # what a process killed while writing leaves
+    subprocess.run([sys.executable, "-c", code, str(f), str(tmp_path / "cache")], env=ENV, check=True)
+    assert key.is_dir() and not stale.exists()
+
+def test_resume_refuses_a_changed_corpus(text_file, tmp_path):
+    "The same characters in another order: resume re-mapped the vocabulary and went on with reinterpreted ids."
+    from rfwp.tasks.lm import make_lm_config, train_lm
+    f = tmp_path / "t.txt"; f.write_text(text_file.read_text())
+    cfg = make_lm_config("laptop", text=str(f), **TINY)
+    q = dict(progress=False, log=lambda *a, **k: None, threads=1, final_eval=False)
+    train_lm(cfg, tmp_path / "r", tmp_path / "cache", stop_at=4, **q)
+    f.write_text(f.read_text()[::-1])
+    with pytest.raises(ValueError, match="data changed since this run started"): train_lm(cfg, tmp_path / "r", tmp_path / "cache", resume=True, **q)

@@ -284,3 +284,13 @@ def test_stale_temp_files_removed_when_the_lock_is_taken(data_dir, tmp_path):
 def test_stop_at_at_or_below_the_finished_step(data_dir, tmp_path):
     train(tiny(), tmp_path / "r", data_dir, **QUIET)
     with pytest.raises(ValueError, match="already at step 6"): train(tiny(), tmp_path / "r", data_dir, stop_at=4, **QUIET)
+
+def test_resume_refuses_changed_data(data_dir, tmp_path):
+    "A run resumed on a dataset file that changed since it started is refused, naming the file (it went on silently)."
+    import shutil
+    shutil.copytree(data_dir, tmp_path / "data")
+    train(tiny(), tmp_path / "r", tmp_path / "data", stop_at=3, **QUIET)
+    f = next((tmp_path / "data").glob("listops-*/valid.txt"))
+    lines = f.read_text().splitlines(True); f.write_text("".join(lines[1:] + lines[:1]))    # the same samples, another order
+    with pytest.raises(ValueError, match=r"data changed since this run started \(.*valid.txt\)"):
+        train(tiny(), tmp_path / "r", tmp_path / "data", resume=True, **QUIET)

@@ -17,13 +17,13 @@ from ..layers import LAYERS, QK_NORMS
 from . import TaskFace, register
 from ..utils import IMPLS
 from ..run import (Dist, Task, Preset, fit, seed_all, data_parallel, lr_schedule, plot_curves, SCHEDULES, setup_dist,
-                      load_checkpoint, load_weights, CheckpointError, add_load_args,
+                      load_checkpoint, load_weights, CheckpointError, add_load_args, check_fingerprint,
                       make_config as _make, from_dict as _from_dict)
 
 # %% auto #0
 __all__ = ['RESUMABLE', 'PRESETS', 'OBJECTIVES', 'MODELS', 'OWN_FIELDS', 'TrainConfig', 'make_config', 'sequence_objective',
-           'token_objective', 'state_objective', 'summarize', 'evaluate', 'trace_targets', 'AlgoTask', 'longer_tests',
-           'train', 'compare_models', 'run_name', 'eval_run', 'task_face']
+           'token_objective', 'state_objective', 'summarize', 'evaluate', 'data_fingerprint', 'trace_targets',
+           'AlgoTask', 'longer_tests', 'train', 'compare_models', 'run_name', 'eval_run', 'task_face']
 
 # %% ../../nbs/07b_training.ipynb #313857c6
 @dataclass
@@ -220,6 +220,12 @@ def _load_data(spec:DataSpec, data_dir, dd:Dist, say) -> dict:
     if not dd.main: data = load_dataset(spec, data_dir, log=say)
     return {s: encode(v, spec) for s, v in data.items()}
 
+def data_fingerprint(spec:DataSpec, data_dir) -> dict:
+    "{file: hash} of the dataset files a run trains and is tested on, recorded in its checkpoints (see `rfwp.run.check_fingerprint`)."
+    import hashlib
+    d = Path(data_dir) / spec.name()
+    return {f"{d / f'{s}.txt'}": hashlib.sha256((d / f"{s}.txt").read_bytes()).hexdigest()[:16] for s in ("train", "valid", "test")}
+
 def trace_targets(data:Encoded) -> Tensor:
     "The trace (`rfwp.tasks.code_trace`) of every code-execution program of `data`, as (N, T) classes padded with -1."
     out = torch.full(data.tokens.shape, -1, dtype=torch.long)
@@ -240,6 +246,7 @@ class AlgoTask(Task):
         if cfg.batch_size % dd.world: raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {dd.world} processes")
         self.spec = cfg.spec()
         self.enc = _load_data(self.spec, self.data_dir, dd, say)
+        self.fingerprint = data_fingerprint(self.spec, self.data_dir)
         self.longer = longer_tests(self.spec)                         # code execution, formal languages: longer samples
         seed_all(cfg.seed)
         self.mcfg = cfg.model_config(max_len=max(int(e.lengths.max()) for e in [*self.enc.values(), *self.longer.values()]))
@@ -265,8 +272,10 @@ class AlgoTask(Task):
     def evaluate(self, data=None) -> dict: return evaluate(self.model, self.enc["valid"] if data is None else data, self.spec.objective,
                                                            4 * self.config.batch_size, self.dd, self.n_out)
     def score(self, row:dict) -> float: return row["acc"]
-    def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos)
-    def load_state_dict(self, d:dict): self.epoch, self.pos = d["epoch"], d["pos"]
+    def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos, data=list(self.fingerprint.values()))
+    def load_state_dict(self, d:dict):
+        check_fingerprint(None if d.get("data") is None else dict(zip(self.fingerprint, d["data"])), self.fingerprint)
+        self.epoch, self.pos = d["epoch"], d["pos"]
     def checkpoint_extra(self) -> dict: return dict(kind="algorithmic", model_config=self.mcfg.to_dict(), n_params=self.n_params)
 
     def _next_batch(self) -> Tensor:

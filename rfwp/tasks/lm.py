@@ -15,7 +15,7 @@ import torch, torch.nn as nn
 from torch import Tensor
 from ..layers import LAYERS, detach_state
 from ..models import HEADS, ModelConfig, SeqModel
-from ..run import (Dist, Task, Preset, fit, load_checkpoint, load_weights, CheckpointError, data_parallel, lr_schedule, plot_curves,
+from ..run import (Dist, Task, Preset, fit, check_fingerprint, load_checkpoint, load_weights, CheckpointError, data_parallel, lr_schedule, plot_curves,
                       make_config as _make, setup_dist, add_load_args, positive_int, nonneg_int, nonneg_float, fraction)
 from ..utils import IMPLS
 from . import TaskFace, register
@@ -113,6 +113,7 @@ class LMData:
     splits: dict         # split -> np.ndarray of int32 ids
     about: str = ""      # where it came from
     oov: dict = None     # split -> tokens mapped to <unk> (word level)
+    ident: dict = None   # split -> [file name, size, hash] of its source (or the hub dataset): a run's fingerprint of its data
 
     @property
     def vocab_size(self) -> int: return len(self.vocab)
@@ -164,8 +165,9 @@ def _read_text(path) -> str:
     except OSError as e: raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 def _read_lines(path) -> list[str]:
-    "A text file's lines without their newline."
-    return _read_text(path).split("\n")[:-1] if Path(path).stat().st_size else []
+    "A text file's lines without their newline (a last line without one is kept)."
+    lines = _read_text(path).split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 def resolve_files(data_dir=None, # a folder with wiki.{train,valid,test}.tokens (any of them may be overridden below)
                   train=None, valid=None, test=None, # explicit files
@@ -189,6 +191,26 @@ def resolve_files(data_dir=None, # a folder with wiki.{train,valid,test}.tokens 
     return files
 
 # %% ../../nbs/08_language_modelling.ipynb #5a1c0e02
+def _write_cache(root:Path, key:str, splits:dict, vocab:list, meta:dict):
+    """Write a tokenised corpus to `root/key` whole or not at all: into a temp folder of this process, renamed into place (a
+    second process that got there first wins); the temp folder is removed on every path, and those of dead processes too."""
+    import shutil
+    from rfwp.run import _alive
+    try: root.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DataError(f"--cache-dir: cannot create {root} ({e.strerror or e})") from None
+    for old in root.glob(f"{key}.tmp*"):
+        if (pid := old.name.rpartition(".tmp")[2]).isdigit() and not _alive(int(pid)): shutil.rmtree(old, ignore_errors=True)
+    tmp = root / f"{key}.tmp{os.getpid()}"
+    try:
+        tmp.mkdir(exist_ok=True)
+        for s in SPLITS: np.save(tmp / f"{s}.npy", splits[s])
+        (tmp / "vocab.json").write_text(json.dumps(vocab))
+        (tmp / "meta.json").write_text(json.dumps(meta))             # last: a folder with meta.json is complete
+        try: os.replace(tmp, root / key)
+        except OSError: pass                                           # another process renamed its copy first
+    except OSError as e: raise DataError(f"--cache-dir: cannot write {tmp} ({e.strerror or e})") from None
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the hub
                  cache_dir="data/lm-cache", # where vocabulary and arrays are cached
                  valid_frac:float=0.1, # held-out fraction of the training text when there is no validation file
@@ -206,7 +228,7 @@ def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the 
         meta = json.loads((cdir / "meta.json").read_text())
         splits = {s: np.load(cdir / f"{s}.npy", mmap_mode="r") for s in SPLITS}
         if meta.get("test_is_valid"): splits["test"] = splits["valid"]
-        return LMData(json.loads((cdir / "vocab.json").read_text()), level, splits, about, meta.get("oov"))
+        return LMData(json.loads((cdir / "vocab.json").read_text()), level, splits, about, meta.get("oov"), ident)
     t0 = time.time()
     if level == "char":
         text = _read_text(files["text"])
@@ -229,16 +251,11 @@ def load_lm_data(files:dict, # from `resolve_files`; {} = WikiText-103 from the 
             raise DataError(f"{src}: the {s} split holds {len(v)} tokens; a language model needs at least 2 (is the file empty?)")
     test_is_valid = "test" not in splits
     if test_is_valid: splits["test"], oov["test"] = splits["valid"], oov["valid"]
-    tmp = Path(cache_dir) / (key + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for s in SPLITS: np.save(tmp / f"{s}.npy", splits[s])
-    (tmp / "vocab.json").write_text(json.dumps(vocab))
-    (tmp / "meta.json").write_text(json.dumps(dict(level=level, source=about, sizes={s: len(v) for s, v in splits.items()}, oov=oov, ident=ident, test_is_valid=test_is_valid)))
-    try: os.replace(tmp, cdir)            # atomic: a second process that got there first wins
-    except OSError: pass
+    _write_cache(Path(cache_dir), key, splits, vocab, dict(level=level, source=about, sizes={s: len(v) for s, v in splits.items()}, oov=oov,
+                                                          ident=ident, test_is_valid=test_is_valid))
     log(f"tokenised {about}: {len(vocab):,} {level} types, " + ", ".join(f"{s} {len(v):,}" for s, v in splits.items())
         + f" tokens ({time.time() - t0:.1f} s); cached in {cdir}")
-    return LMData(vocab, level, splits, about, oov)
+    return LMData(vocab, level, splits, about, oov, ident)
 
 # %% ../../nbs/08_language_modelling.ipynb #fee84710
 def window_starts(n_tokens:int, context:int, epoch:int, seed:int) -> np.ndarray:
@@ -560,10 +577,11 @@ class LMTask(Task):
 
     def score(self, row:dict) -> float: return -row["loss"]
 
-    def state_dict(self) -> dict:                                     # the carried state (of a single-process run)
-        return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state])
+    def state_dict(self) -> dict:                                     # the carried state (of a single-process run), the data's fingerprint
+        return dict(carried=None if self.state is None or self.dd.world > 1 else [list(s) for s in self.state], data=self.data.ident)
 
     def load_state_dict(self, d:dict):
+        check_fingerprint(d.get("data"), self.data.ident)
         if self.carry and self.dd.world == 1 and d.get("carried") is not None:
             self.state = [tuple(t.to(self.dd.device) for t in s) for s in d["carried"]]
 
