@@ -14,8 +14,9 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['IMPLS', 'TRITON_MODULES', 'EXTRAS', 'SERIAL_STEP_SIZE', 'rel_err', 'assert_close', 'check_shapes', 'check_dtypes',
-           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'triton_available', 'resolve_impl', 'pick_impl',
-           'require', 'bench', 'peak_memory', 'sgemm_gflops', 'serial_if_small', 'checkpoint_every']
+           'compute_dtype', 'upcast', 'empty_result', 'triton_module', 'numba_module', 'numba_available',
+           'triton_available', 'resolve_impl', 'pick_impl', 'require', 'bench', 'peak_memory', 'sgemm_gflops',
+           'serial_if_small', 'checkpoint_every']
 
 # %% ../nbs/00_utils.ipynb #b1208dd8
 def rel_err(ref:Tensor, # the reference values
@@ -118,7 +119,7 @@ def empty_result(x:Tensor, # an input of the op: the output gets its device and 
     return x.new_zeros(tuple(shape)), (_copy_state(state) if output_final_state else None)
 
 # %% ../nbs/00_utils.ipynb #fc383ace
-IMPLS = ("auto", "naive", "torch", "triton")
+IMPLS = ("auto", "naive", "torch", "triton", "numba")  # numba: the compiled CPU loops of 04c (the sequential ops that have them)
 TRITON_MODULES = ("triton_delta", "triton_seq")  # the kernel modules of rfwp.ops, notebooks 05 and 05c
 
 def triton_module(name:str, # one of TRITON_MODULES
@@ -132,6 +133,19 @@ def triton_module(name:str, # one of TRITON_MODULES
             raise ValueError(f"{op}: impl='triton' needs the triton package, which is not installed (pip install 'rfwp[triton]')") from e
         raise ValueError(f"{op}: impl='triton' could not import the Triton kernels: {e}") from e
     except Exception as e: raise ValueError(f"{op}: impl='triton' could not import the Triton kernels: {type(e).__name__}: {e}") from e
+
+def numba_module(op:str="op"):
+    "The compiled CPU loops (`rfwp.ops.numba_seq`), imported on first use; a ValueError naming `op` when numba is missing."
+    try: return importlib.import_module("rfwp.ops.numba_seq")
+    except ImportError as e:
+        if (getattr(e, "name", None) or "").split(".")[0] in ("numba", "llvmlite"):
+            raise ValueError(f"{op}: impl='numba' needs the numba package, which is not installed (pip install 'rfwp[cpu]')") from e
+        raise
+
+def numba_available() -> bool:
+    "True when the compiled CPU loops import."
+    try: numba_module(); return True
+    except ValueError: return False
 
 def triton_available() -> bool:
     "True when the Triton kernels import (they run on CUDA tensors, or on the CPU under `TRITON_INTERPRET=1`)."
@@ -170,6 +184,12 @@ def pick_impl(impl:str, # requested implementation
     before t (as it cannot in the recurrence being computed). Returns the implementation and the Triton module (None off
     the Triton path)."""
     auto, impl = impl == "auto", resolve_impl(impl, x, op=op, available=available)
+    if impl == "numba":                                                 # the compiled CPU loops (04c): no decay yet, CPU tensors only
+        if gated: raise ValueError(f"{op}: impl='numba' does not take a decay g yet; use impl='torch'")
+        if x.device.type != "cpu": raise ValueError(f"{op}: impl='numba' runs on CPU tensors, got tensors on {x.device}")
+        return "numba", numba_module(op)
+    if auto and impl == "torch" and "numba" in available and not gated and x.device.type == "cpu" and numba_available():
+        return "numba", numba_module(op)
     if impl == "torch" and mixed and not all(t is None or bool(torch.isfinite(t).all()) for t in mixed): return "naive", None
     if impl != "triton" or (auto and gated): return ("torch" if impl == "triton" else impl), None
     tri = triton_module(module, op)
@@ -180,7 +200,7 @@ def pick_impl(impl:str, # requested implementation
 
 
 # %% ../nbs/00_utils.ipynb #96837928
-EXTRAS = dict(lm=("datasets",), atari=("gymnasium", "ale_py"), triton=("triton",), video=("imageio",))
+EXTRAS = dict(lm=("datasets",), atari=("gymnasium", "ale_py"), triton=("triton",), cpu=("numba",), video=("imageio",))
 
 def require(module:str, # the module to import, e.g. "ale_py"
             extra:str, # the extra of rfwp that installs it (a key of `EXTRAS`)

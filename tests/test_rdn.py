@@ -3,10 +3,11 @@ import pytest, torch
 import rfwp.utils
 from rfwp.ops.rdn import (recurrent_delta_rule, recurrent_delta_rule_naive, recurrent_delta_rule_torch,
                           RecurrentDeltaRuleFn, init_rdn_weights, serial_if_small)
-from rfwp.utils import assert_close, rel_err
+from rfwp.utils import assert_close, rel_err, numba_available, numba_module
 from _helpers import leaves
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
+IMPLS = ["torch", *(["numba"] if numba_available() else [])]   # the fast paths on the CPU
 
 NAMES = "o S_T y_T dxq dxk dxv dxb dR_q dR_k dR_v dr_b dS0 dy0".split()
 
@@ -41,17 +42,28 @@ SHAPES = [(1, 1, 1, 16), (2, 63, 3, 16), (1, 63, 1, 60), (2, 20, 3, 60), (3, 17,
 @pytest.mark.parametrize("state", [True, False])
 def test_torch_matches_naive(B, T, H, D, state):
     x = inputs(B, T, H, D, state=state)
-    ref, out = outputs_and_grads(op("naive"), x), outputs_and_grads(op("torch"), x)
-    for name, a, b in zip(NAMES, ref, out): assert_close(name, a, b, 1e-10)
+    ref = outputs_and_grads(op("naive"), x)
+    for impl in IMPLS:
+        for name, a, b in zip(NAMES, ref, outputs_and_grads(op(impl), x)): assert_close(f"{impl} {name}", a, b, 1e-10)
 
 def test_function_matches_naive_directly():
     x = inputs(2, 30, 3, 12)
     ref, out = outputs_and_grads(recurrent_delta_rule_naive, x), outputs_and_grads(recurrent_delta_rule_torch, x)
     for name, a, b in zip(NAMES, ref, out): assert_close(name, a, b, 1e-11)
 
-def test_auto_is_torch_on_cpu():
+def test_auto_on_cpu_is_the_compiled_loop_where_numba_is():
     x = inputs(1, 9, 2, 8)
-    assert_close("auto", recurrent_delta_rule(*x[:8], impl="torch")[0], recurrent_delta_rule(*x[:8], impl="auto")[0], 0)
+    want = "numba" if numba_available() else "torch"
+    assert_close("auto", recurrent_delta_rule(*x[:8], impl=want)[0], recurrent_delta_rule(*x[:8], impl="auto")[0], 0)
+    g = -torch.rand(1, 9, 2, dtype=torch.float64)                      # a decay: the torch path (the loops take none yet)
+    assert_close("auto, g", recurrent_delta_rule(*x[:8], impl="torch", g=g)[0], recurrent_delta_rule(*x[:8], impl="auto", g=g)[0], 0)
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed (pip install 'rfwp[cpu]')")
+def test_numba_gradcheck_and_refusals():
+    x = [t.requires_grad_() for t in inputs(2, 5, 2, 3, seed=3)]
+    assert torch.autograd.gradcheck(lambda *a: numba_module().numba_recurrent_delta_rule(*a, 1.7), x)
+    with pytest.raises(ValueError, match="impl='numba' does not take a decay"):
+        recurrent_delta_rule(*x[:8], impl="numba", g=-torch.rand(2, 5, 2, dtype=torch.float64))
 
 def test_comparison_can_fail():
     "A backward that drops the feedback through h = tanh(y_{t-1}) is detected."
@@ -73,7 +85,7 @@ def test_feedback_matters():
     o0, _ = recurrent_delta_rule(*x[:4], *[torch.zeros_like(w) for w in x[4:8]])
     assert rel_err(o, o0) > 1e-2
 
-@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("impl", ["naive", *IMPLS])
 def test_two_segments_equal_one_pass(impl):
     x = inputs(2, 41, 3, 16)
     def two(*a, t1=17):
@@ -185,7 +197,7 @@ def _bad(**kw):
 def test_bad_input(kw, match, exc):
     with pytest.raises(exc, match=match): recurrent_delta_rule(**_bad(**kw))
 
-@pytest.mark.parametrize("impl", ["naive", "torch"])
+@pytest.mark.parametrize("impl", ["naive", *IMPLS])
 def test_zero_steps_returns_initial_state(impl):
     x = inputs(2, 0, 3, 4)
     o, (S, y) = recurrent_delta_rule(*x[:8], initial_state=(x[8], x[9]), output_final_state=True, impl=impl)
@@ -231,8 +243,9 @@ def test_beta_range_two_matches_naive(B, T, H, D, state):
             o, (S, y) = recurrent_delta_rule(*a[:8], initial_state=(a[8], a[9]), output_final_state=True, impl=impl, beta_range=2.0)
             return o, S, y
         return g
-    ref, out = outputs_and_grads(f("naive"), x), outputs_and_grads(f("torch"), x)
-    for n, a, b in zip(NAMES, ref, out): assert_close(f"beta_range=2 {n}", a, b, 1e-10)
+    ref = outputs_and_grads(f("naive"), x)
+    for impl in IMPLS:
+        for n, a, b in zip(NAMES, ref, outputs_and_grads(f(impl), x)): assert_close(f"{impl} beta_range=2 {n}", a, b, 1e-10)
 
 def test_beta_range_gradcheck_and_reduction():
     x = [t.requires_grad_() for t in inputs(2, 5, 2, 3, seed=4)]

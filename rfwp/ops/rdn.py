@@ -210,7 +210,7 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
                          r_b:Tensor, # slow recurrent weights of β (H, D)
                          initial_state:tuple|None=None, # (S_0 (B, H, D, D), y_0 (B, H, D)); zeros when None (either part may be None)
                          output_final_state:bool=False, # also return (S_T, y_T)
-                         impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c) or "auto"
+                         impl:str="auto", # "naive", "torch", "triton" (CUDA; see 05c), "numba" (compiled CPU loops; see 04c) or "auto"
                          beta_range:float=1.0, # β = beta_range·σ(·), in (0, 2]: 2 gives the transitions negative eigenvalues
                          g:Tensor|None=None, # log decays (B, T, H): S_{t-1} is scaled by α_t = exp(g_t) before step t; None: no decay
                         ) -> tuple[Tensor, tuple|None]: # outputs (B, T, H, D) and (S_T, y_T) or None
@@ -246,16 +246,18 @@ def recurrent_delta_rule(xq:Tensor, # query pre-activations (B, T, H, D)
     if g is not None: check_shapes({'g': (g, "B T H")}, op=op, **{s: dims[s] for s in "BTH"})
     check_dtypes({'xq': xq, 'xk': xk, 'xv': xv, 'xb': xb, 'R_q': R_q, 'R_k': R_k, 'R_v': R_v, 'r_b': r_b,
                   'initial_state[0] (S)': S0, 'initial_state[1] (y_prev)': y0, 'g': g}, op=op)
-    impl, tri = pick_impl(impl, op, xq, "triton_seq", gated=g is not None)     # fused kernels of notebook 05c
+    impl, mod = pick_impl(impl, op, xq, "triton_seq", gated=g is not None, available=("naive", "torch", "triton", "numba"))   # kernels of 05c, loops of 04c
     in_dtype, dt = xq.dtype, compute_dtype(xq)
     B, T, H, D = xq.shape
     if impl == "triton" and T > 0:
-        o, S, y = tri.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range, g)
+        o, S, y = mod.triton_recurrent_delta_rule(xq, xk, xv, xb, R_q, R_k, R_v, r_b, S0, y0, beta_range, g)
         return o, ((S, y) if output_final_state else None)
     S0 = xq.new_zeros(B, H, D, D, dtype=dt) if S0 is None else S0.to(dt)
     y0 = xq.new_zeros(B, H, D, dtype=dt) if y0 is None else y0.to(dt)
     if T == 0: return empty_result(xq, (B, 0, H, D), (S0, y0), output_final_state)
     args = [a.to(dt) for a in (xq, xk, xv, xb, R_q, R_k, R_v, r_b)] + [S0, y0]
-    fn = recurrent_delta_rule_naive if impl == "naive" else recurrent_delta_rule_torch
-    o, S, y = fn(*args, beta_range, None if g is None else g.to(dt))
+    if impl == "numba": o, S, y = mod.numba_recurrent_delta_rule(*args, beta_range)
+    else:
+        fn = recurrent_delta_rule_naive if impl == "naive" else recurrent_delta_rule_torch
+        o, S, y = fn(*args, beta_range, None if g is None else g.to(dt))
     return o.to(in_dtype), ((S, y) if output_final_state else None)
