@@ -38,7 +38,7 @@ def test_resume_from_epoch_end_checkpoint(data_dir, tmp_path, stop):
     "64 samples at batch 32: 2 batches an epoch, so steps 2 and 4 end an epoch (the code before the run layer raised IndexError here)."
     full = train(tiny(), tmp_path / "full", data_dir, **QUIET)
     r = train(tiny(), tmp_path / "part", data_dir, stop_at=stop, **QUIET)
-    assert r["status"] == "interrupted" and load_checkpoint(tmp_path / "part" / "last.pt")["task"] == dict(epoch=stop // 2 - 1, pos=2)
+    assert r["status"] == "interrupted" and {k: v for k, v in load_checkpoint(tmp_path / "part" / "last.pt")["task"].items() if k != "data"} == dict(epoch=stop // 2 - 1, pos=2)
     r = train(tiny(), tmp_path / "part", data_dir, resume=True, **QUIET)
     assert r["status"] == "done" and r["step"] == 6
     assert train_rows(tmp_path / "part") == train_rows(tmp_path / "full")
