@@ -348,6 +348,9 @@ def run_lstm(lstm:nn.LSTM, # a one-layer, batch-first `nn.LSTM`
     `nn.LSTM` refuses: no outputs, the state unchanged), and float32 on the CPU under autocast, as oneDNN's bf16 LSTM needs
     CPU features not every machine has."""
     B, n = h.shape[0], lstm.hidden_size
+    if state is not None and (len(state) != 2 or any(not isinstance(s, Tensor) or s.shape != (B, n) for s in state)):
+        got = ", ".join(str(tuple(s.shape)) if isinstance(s, Tensor) else type(s).__name__ for s in state)
+        raise ValueError(f"LSTM: the state must be (h, c), each of shape (B={B}, {n}), got ({got})")
     if h.shape[1] == 0:
         state = (h.new_zeros(B, n), h.new_zeros(B, n)) if state is None else state
         return h.new_zeros(B, 0, n), tuple(s.clone() for s in state)
@@ -411,6 +414,7 @@ class TransformerBlock(Block):
         if state is None:
             o = F.scaled_dot_product_attention(t(q), t(k), t(v), is_causal=True)
         else:
+            if len(state) != 3: raise ValueError(f"TransformerBlock: the state must be the KV cache (k, v, valid) a previous call returned, got {len(state)} parts")
             pk, pv, pvalid = state
             Tp = pk.shape[1]
             k, v = torch.cat([pk.to(k.dtype), k], 1), torch.cat([pv.to(v.dtype), v], 1)  # (B, Tp+T, H, D)

@@ -76,3 +76,10 @@ def test_cli_refuses_in_one_line(data, tmp_path, args, words):
 def test_bench_refuses_a_negative_shape(tmp_path):
     r = rfwp("bench", "ops", "--shapes", "4,-8,16,8", cwd=tmp_path)
     assert r.returncode == 2 and "positive integers" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+@pytest.mark.parametrize("kind", ["linear", "delta", "delta_mlp", "delta_delta", "delta_rnn", "delta_lstm", "rdn", "lstm_delta", "srwm", "lstm", "transformer"])
+def test_a_wrong_state_is_named_for_every_layer_kind(kind):
+    "A state of the wrong arity or shape: one line naming the state (an IndexError or a message from nn.LSTM for some kinds before)."
+    blk = make_layer(kind, 16, 2)
+    for st in [(torch.zeros(2),), tuple(torch.zeros(i + 1) for i in range(5))]:
+        with pytest.raises((ValueError, TypeError), match="state"): blk(torch.randn(2, 5, 16), st)
