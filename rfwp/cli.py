@@ -1,4 +1,4 @@
-"""`rfwp train <task>`, `rfwp eval`, `rfwp generate` and `rfwp bench`: the one place that builds the command line of every task and benchmark.
+"""`rfwp train <task>`, `rfwp eval`, the tasks' own commands and `rfwp bench`, built from the registry of tasks: the one place that builds the command line of every task and benchmark.
 
 Docs: https://rfwp.github.io/rfwp/cli.html.md"""
 
