@@ -7,17 +7,19 @@ Docs: https://rfwp.github.io/rfwp/cli.html.md"""
 # %% ../nbs/11_cli.ipynb #ba50b7ba
 from __future__ import annotations
 import argparse, json, sys
+from dataclasses import fields
 from pathlib import Path
 import torch
 from .utils import IMPLS
-from .run import (CheckpointError, RunFileError, load_checkpoint, add_config_args, given_args, option_error, positive_int,
+from .run import (CheckpointError, RunFileError, load_checkpoint, add_config_args, config_help, given_args, option_error, positive_int,
                       nonneg_float, DEVICES)
 from .tasks import TaskFace, load_builtin, task_of_checkpoint
+from .layers import LayerConfig
 
 
 # %% auto #0
-__all__ = ['train_parser', 'eval_parser', 'make_parser', 'cmd_train', 'bench_parser', 'cmd_bench_ops', 'cmd_bench_gpu',
-           'command_parser', 'main']
+__all__ = ['MODEL_HELP', 'train_parser', 'eval_parser', 'make_parser', 'cmd_train', 'bench_parser', 'cmd_bench_ops',
+           'cmd_bench_gpu', 'command_parser', 'main']
 
 # %% ../nbs/11_cli.ipynb #40220cad
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -62,13 +64,17 @@ def _status(res:dict) -> int:
 
 
 # %% ../nbs/11_cli.ipynb #619cabd3
+MODEL_HELP = config_help(LayerConfig)  # the one help of the model fields a task config repeats (impl, ...), where it says nothing of its own
+
 def train_parser(face:TaskFace) -> argparse.ArgumentParser:
     "The parser of `rfwp train <face.name>`."
     p = _new(f"rfwp train {face.name}", face.description or face.about, cmd_train)
     p.set_defaults(face=face)
     _preset_arg(p, face)
     g = p.add_argument_group("config (unset options take the preset's value)")
-    add_config_args(g, face.config, face.presets, choices=face.choices, types=face.types, skip=face.skip, task=face.preset_task)
+    own = config_help(face.config)                                       # a model field without a comment of its own: the layers' help
+    helps = {f: own.get(f) or MODEL_HELP.get(f, "") for f in (x.name for x in fields(face.config))}
+    add_config_args(g, face.config, face.presets, choices=face.choices, types=face.types, skip=face.skip, task=face.preset_task, helps=helps)
     _run_args(p, face)
     if face.options: face.options(p, "train")
     return p

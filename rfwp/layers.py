@@ -36,7 +36,7 @@ class LayerConfig:
     dropout: float = 0.1       # after the output projection and inside the feedforward sublayer, as in the official code
     fast_depth: int = 1        # delta_mlp only: residual two-layer blocks in the fast net (the paper compares 1 to 3)
     scale_heads: bool = False  # multiply head outputs by 1/√D before the output projection (the official LM code does)
-    impl: str = "auto"         # op implementation: "naive" (per-step reference), "torch", "triton" or "auto"
+    impl: str = "auto"         # op implementation: naive (the per-step reference), torch, triton (CUDA), numba (the compiled CPU loops of the ops that have them) or auto (the fastest that can run)
     beta_range: float = 1.0    # β = beta_range·σ(·): 1 keeps β in (0, 1); 2 gives (0, 2), negative eigenvalues (Grazzi et al. 2024)
     gate: bool = False         # a data-dependent decay α_t = exp(g_t) of the fast weights (Gated DeltaNet; every delta-rule kind)
     qk_norm: str = "sum"       # delta, lstm_delta: q, k = sumnorm(ELU+1) ("sum", the paper's) or L2-normalised SiLU ("l2": ‖k‖ = 1)

@@ -41,7 +41,7 @@ class ModelConfig:
     embed_std: float|None = None  # initial embedding N(0, std²); None keeps PyTorch's N(0, 1)
     embed_dropout: float = 0.0  # dropout on the token embeddings
     max_len: int = 8192         # positions the sinusoidal or learned table covers (for the Transformer with its KV cache)
-    impl: str = "auto"          # op implementation: "naive", "torch", "triton" or "auto"
+    impl: str = "auto"          # op implementation (`LayerConfig.impl`)
     beta_range: float = 1.0     # β = beta_range·σ(·) in the delta-rule kinds: 2 allows negative eigenvalues (see `LayerConfig`)
     gate: bool = False          # Gated DeltaNet's decay of the fast weights (every delta-rule kind but rdn)
     qk_norm: str = "sum"        # delta, lstm_delta: "sum" (sumnorm(ELU+1), the paper's) or "l2" (L2-normalised SiLU)

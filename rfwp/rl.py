@@ -107,7 +107,7 @@ class AgentConfig:
     n_layers: int = 2         # FWP cores: blocks
     n_heads: int = 4          # FWP cores: 4 heads of 32
     ff_dim: int = 512         # FWP cores: feedforward width
-    impl: str = "auto"        # op implementation of the FWP layers
+    impl: str = "auto"        # op implementation of the FWP layers (`LayerConfig.impl`)
     heads: str = "core"       # what the policy and value read: "core" (its output) or "core+cnn" (also the CNN features)
     frame_stack: int = 4      # frames per observation: the encoder's input channels
 

@@ -51,7 +51,7 @@ class TrainConfig:
     gate:bool = False # delta-rule kinds but rdn: a learned decay of the fast weights (Gated DeltaNet)
     qk_norm:str = "sum" # delta and lstm_delta: query/key map, sum (sumnorm(ELU+1), the paper's) or l2 (L2-normalised SiLU, |k| = 1)
     dropout:float = 0.1 # dropout rate
-    impl:str = "auto" # op implementation: naive, torch, triton or auto
+    impl:str = "auto"
     # optimisation (the official code: Adam 3e-4, betas (0.9, 0.995), eps 1e-9, no clipping, constant lr)
     batch_size:int = 64 # samples per optimiser step, over all processes
     lr:float = 3e-4 # Adam learning rate (the peak, after warm-up)
@@ -91,7 +91,6 @@ class TrainConfig:
         if self.task not in DATASETS: load_datasets()
         if self.task not in DATASETS: raise ValueError(f"task: unknown task {self.task!r}; choose from {', '.join(DATASETS)}")
         if self.model not in LAYERS: raise ValueError(f"model: unknown model {self.model!r}; choose from {', '.join(LAYERS)}")
-        if self.impl not in IMPLS: raise ValueError(f"impl: {self.impl!r}; choose from {', '.join(IMPLS)}")
         if self.schedule not in SCHEDULES: raise ValueError(f"schedule: {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         for k in ("depth", "n_vars", "n_train", "n_valid", "n_test", "n_layers", "d_model", "n_heads", "ff_dim", "batch_size", "steps", "eval_every", "log_every"):
             if getattr(self, k) < 1: raise ValueError(f"{k}: must be >= 1, got {getattr(self, k)}")

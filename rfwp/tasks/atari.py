@@ -115,7 +115,7 @@ class AtariConfig:
     reward_clip: float = 1.0    # rewards clipped to [-reward_clip, reward_clip] for learning and the core's input
     noop_max: int = 30          # random no-ops at the start of an episode
     episodic_life: bool = False # end an episode (for learning) at the loss of a life
-    impl: str = "auto"          # op implementation of the FWP layers
+    impl: str = "auto"
     env_threads: int = 1        # C++ threads of ALE's vector env stepping the games of a process
     heads: str = "core"         # what the policy and value read: "core" (the core's output) or "core+cnn" (also the CNN features, bypassing the core)
     frame_stack: int = 4        # frames per observation: 4 (the ball's motion is visible in one observation) or 1 (the core must remember it)

@@ -407,7 +407,7 @@ class LMTrainConfig:
     head:str = "auto" # output layer: tied softmax, adaptive softmax, an untied linear softmax, or auto (adaptive when the vocabulary exceeds the first cut-off, else tied)
     cutoffs:tuple = (20000, 40000, 200000) # adaptive softmax cut-offs, comma-separated (those >= the vocabulary size are dropped)
     scale_heads:bool = True # scale head outputs by 1/sqrt(head dim) before the output projection (official LM code)
-    impl:str = "auto" # op implementation: naive, torch, triton or auto
+    impl:str = "auto"
     # optimisation
     context:int = 256 # tokens per training window (and evaluation window)
     carry_state:bool = False # train on batch_size contiguous streams, carrying every layer's state (detached) from step to step (truncated backprop through time; the softmax Transformer carries nothing; a data-parallel resume restarts the carried state from zero)
