@@ -3,8 +3,8 @@ import json, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest, torch
-from rfwp.tasks.lm import (tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, lm_model_config,
-                     eval_sliding, eval_full, get_lm_batch, make_lm_config, train_lm, generate, encode_prompt, _hub_reachable, EOS, UNK)
+from rfwp.corpora import tokenize, build_vocab, encode_tokens, resolve_files, load_lm_data, DataError, get_lm_batch, _hub_reachable, EOS, UNK
+from rfwp.tasks.lm import lm_model_config, eval_sliding, eval_full, make_lm_config, train_lm, generate, encode_prompt
 from rfwp.models import ModelConfig, SeqModel
 from rfwp.run import load_checkpoint, save_checkpoint, CheckpointError
 
@@ -154,7 +154,7 @@ def test_batches_are_a_function_of_the_step():
     assert len(set(seen.tolist())) == len(seen)                               # an epoch visits distinct windows
 
 def test_stream_batches_continue():
-    from rfwp.tasks.lm import get_stream_batch
+    from rfwp.corpora import get_stream_batch
     d = np.arange(1000)
     x0, y0, new0 = get_stream_batch(d, 0, 4, 10)
     x1, y1, new1 = get_stream_batch(d, 1, 4, 10)
@@ -300,7 +300,7 @@ def test_bench_speed_and_tables():
 
 def test_last_line_without_newline_is_kept(tmp_path):
     "A training file whose last line has no final newline: the line was dropped (a one-line file then looked empty)."
-    from rfwp.tasks.lm import load_lm_data
+    from rfwp.corpora import load_lm_data
     f = tmp_path / "one.txt"; f.write_text("a b c d e f a b c d e f")          # one line, no newline
     data = load_lm_data(resolve_files(train=f), tmp_path / "cache", log=lambda *a: None)
     assert len(data.splits["train"]) + len(data.splits["valid"]) == 13        # 12 words and <eos>
@@ -308,7 +308,7 @@ def test_last_line_without_newline_is_kept(tmp_path):
 def test_cache_leaves_no_temp_folder(tmp_path):
     "Two processes tokenising one corpus into one cache: both succeed and no `<key>.tmp<pid>` is left (one was, in 4 of 4 tries)."
     f = tmp_path / "c.txt"; f.write_text("the fast weights of a delta net\n" * 3000)
-    code = "import sys; from rfwp.tasks.lm import load_lm_data, resolve_files; load_lm_data(resolve_files(text=sys.argv[1]), sys.argv[2], log=lambda *a: None)"
+    code = "import sys; from rfwp.corpora import load_lm_data, resolve_files; load_lm_data(resolve_files(text=sys.argv[1]), sys.argv[2], log=lambda *a: None)"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(f), str(tmp_path / "cache")], env=ENV, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0], [p.stderr.read() for p in procs]
     assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp" in p.name]
