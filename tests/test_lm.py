@@ -285,7 +285,7 @@ def test_sigterm_writes_checkpoint(text_file, tmp_path):
 
 def test_bench_speed_and_tables():
     "The benchmark code paths on tiny inputs (the real runs are in the notebook's slow cells)."
-    from rfwp.tasks.lm import bench_speed, speed_table, char_table
+    from rfwp.tasks.lm_bench import bench_speed, speed_table, char_table
     rows = bench_speed(("transformer", "delta"), contexts=(8, 32), tokens=32, repeats=1, vocab=300, threads=0, log=lambda *a: None,
                        n_layers=1, ff_dim=32)
     assert [r["model"] for r in rows] == ["transformer", "delta"] and all(r["tok_s_32"] > 0 and "rel_32" in r for r in rows)

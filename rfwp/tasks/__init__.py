@@ -44,7 +44,7 @@ class TaskFace:
         return {**p.values, **(p.task_values.get(self.preset_task, {}) if self.preset_task else {})}
 
 # %% ../../nbs/07d_tasks.ipynb #reg007
-BUILTIN = ("rfwp.tasks.algorithmic", "rfwp.tasks.formal", "rfwp.tasks.lm", "rfwp.tasks.atari")  # modules that register tasks
+BUILTIN = ("rfwp.tasks.algorithmic", "rfwp.tasks.formal", "rfwp.tasks.lm", "rfwp.tasks.lm_bench", "rfwp.tasks.atari")  # modules that register tasks
 TASKS: dict = {}  # name -> `TaskFace`
 
 def register(face:TaskFace) -> TaskFace:

@@ -6,7 +6,7 @@ Docs: https://rfwp.github.io/rfwp/language_modelling.html.md"""
 
 # %% ../../nbs/08_language_modelling.ipynb #e09861a0
 from __future__ import annotations
-import argparse, json, math, sys, time
+import argparse, json, math, sys
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -20,10 +20,9 @@ from . import TaskFace, register
 from ..corpora import (EOS, UNK, SPLITS, LMData, resolve_files, load_lm_data, window_starts, get_lm_batch, get_stream_batch)
 
 # %% auto #0
-__all__ = ['LM_RESUMABLE', 'LM_PRESETS', 'BENCH_MODELS', 'RFWPS', 'WT103_VOCAB', 'PAPER_WORDS_PER_S', 'LM_DATA',
-           'SHAKESPEARE_HINT', 'lm_model_config', 'eval_sliding', 'eval_full', 'LMTrainConfig', 'make_lm_config',
-           'LMTask', 'train_lm', 'generate', 'encode_prompt', 'load_lm_run', 'bench_char', 'char_table', 'bench_speed',
-           'speed_table', 'bench_word', 'word_table', 'run_name', 'eval_run', 'generate_run', 'bench_run']
+__all__ = ['LM_RESUMABLE', 'LM_PRESETS', 'LM_DATA', 'lm_model_config', 'eval_sliding', 'eval_full', 'LMTrainConfig',
+           'make_lm_config', 'LMTask', 'train_lm', 'generate', 'encode_prompt', 'load_lm_run', 'run_name', 'eval_run',
+           'generate_run']
 
 # %% ../../nbs/08_language_modelling.ipynb #43dc2b32
 def lm_model_config(kind:str, # block kind, a key of `rfwp.layers.LAYERS`
@@ -400,138 +399,6 @@ def load_lm_run(path, # a run directory written by `rfwp train lm`, or a checkpo
     load_weights(model, ck["model"], path)
     return ck, model, path
 
-# %% ../../nbs/08_language_modelling.ipynb #c86a9575
-BENCH_MODELS = ("transformer", "linear", "delta", "delta_rnn", "delta_lstm", "rdn")
-RFWPS = ("delta_rnn", "delta_lstm", "rdn")
-WT103_VOCAB = 267_735  # WikiText-103's vocabulary size (with <eos>)
-
-def _run_or_resume(cfg, run_dir:Path, cache_dir, threads, log) -> dict:
-    "Train `cfg` in `run_dir`, reusing finished results and resuming an interrupted run."
-    rf = run_dir / "results.json"
-    if rf.exists():
-        r = json.loads(rf.read_text())
-        if r.get("config") == cfg.to_dict() and r.get("status") == "done": return r
-    resume = (run_dir / "config.json").exists() and (run_dir / "last.pt").exists()
-    return train_lm(cfg, run_dir, cache_dir, resume=resume, overwrite=not resume, threads=threads, progress=False, log=log)
-
-def bench_char(text, # the character-level corpus (tinyshakespeare)
-               root="runs/bench-char", # one run folder per model
-               models=BENCH_MODELS, # layer kinds
-               steps:int=2000, # training steps (the issue's 2000)
-               threads:int=1, # torch CPU threads
-               cache_dir="data/lm-cache",
-               log=print,
-               **overrides, # further `LMTrainConfig` fields on top of the laptop preset
-              ) -> list[dict]:
-    "Train every model with the laptop preset; rows {model, params, steps, valid_loss, ..., tokens_per_s}."
-    rows = []
-    for m in models:
-        cfg = make_lm_config("laptop", text=str(text), model=m, steps=steps, **{"eval_every": 1000, **overrides})
-        t0 = time.time()
-        r = _run_or_resume(cfg, Path(root) / m, cache_dir, threads, lambda *a: log(f"[{m}]", *a))
-        if r["status"] != "done": log(f"[{m}] stopped at step {r['step']}; run the same command again to continue"); break
-        v = r.get("valid", {})
-        row = dict(model=m, params=r["n_params"], steps=r["step"], valid_loss=round(v["windows"]["loss"], 4) if v else None,
-                   valid_sliding=round(v["sliding"]["loss"], 4) if v else None, valid_full=round(v["full"]["loss"], 4) if v else None,
-                   tokens_per_s=r["tokens_per_s"], minutes=round(r["elapsed_s"] / 60, 1))
-        rows.append(row); log(json.dumps(row)); log(f"({time.time() - t0:.0f} s)")
-    return rows
-
-def char_table(rows:list[dict]) -> str:
-    "The bench-char rows as a markdown table, with the issue's two targets checked."
-    base = {r["model"]: r for r in rows}.get("transformer")
-    out = ["| model | params | steps | valid loss (nats/char) | vs Transformer | sliding (stride 32) | full context | tokens/s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        rel = f"{100 * (r['valid_loss'] / base['valid_loss'] - 1):+.1f}%" if base and r["valid_loss"] else ""
-        full = "= sliding" if r["model"] == "transformer" else f"{r['valid_full']:.4f}"
-        out.append(f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['valid_loss']:.4f} | {rel} | {r['valid_sliding']:.4f} | {full} | {r['tokens_per_s']:,} |")
-    if base:
-        d = {r["model"]: r["valid_loss"] for r in rows}
-        if "delta" in d: out.append(f"\nDelta Net within 3% of the Transformer: {'yes' if d['delta'] <= 1.03 * base['valid_loss'] else 'NO'} "
-                                    f"({100 * (d['delta'] / base['valid_loss'] - 1):+.1f}%)")
-        if rf := [m for m in RFWPS if m in d]:
-            b = min(rf, key=d.get)
-            out.append(f"Best RFWP ({b}, {d[b]:.4f}) at or below the Transformer ({base['valid_loss']:.4f}): {'yes' if d[b] <= base['valid_loss'] else 'NO'}")
-    return "\n".join(out)
-
-# %% ../../nbs/08_language_modelling.ipynb #d6dc97ae
-def bench_speed(models=BENCH_MODELS, # layer kinds
-                contexts=(256, 1024), # training context lengths
-                tokens:int=2048, # tokens per step (batch = tokens // context)
-                repeats:int=3, # timed steps after one warm-up (the fastest is reported: the least disturbed by other processes)
-                vocab:int=WT103_VOCAB, # output vocabulary (adaptive softmax, cut-offs 20k/40k/200k)
-                threads:int=1, # torch CPU threads
-                log=print,
-                **overrides, # `LMTrainConfig` fields on top of the paper preset (e.g. a smaller model for a quick check)
-               ) -> list[dict]:
-    "Forward + backward tokens/s of the paper's small WikiText-103 model per model and context."
-    if threads: torch.set_num_threads(threads)
-    rows = []
-    for m in models:
-        torch.manual_seed(0)
-        model = SeqModel(make_lm_config("paper", model=m, context=max(contexts), **overrides).model_config(vocab))
-        row = dict(model=m, params=model.num_params())
-        for L in contexts:
-            B = max(1, tokens // L)
-            x = torch.randint(0, vocab, (B, L + 1))
-            ts = []
-            for _ in range(repeats + 1):
-                model.zero_grad(set_to_none=True)
-                t0 = time.time()
-                nll, _ = model(x[:, :-1], targets=x[:, 1:]); nll.mean().backward()
-                ts.append(time.time() - t0)
-            model.zero_grad(set_to_none=True)
-            row[f"tok_s_{L}"] = round(B * L / min(ts[1:]))
-        rows.append(row); log(json.dumps(row))
-    base = {r["model"]: r for r in rows}.get("transformer")
-    for r in rows:
-        for L in contexts:
-            if base: r[f"rel_{L}"] = round(r[f"tok_s_{L}"] / base[f"tok_s_{L}"], 2)
-    return rows
-
-PAPER_WORDS_PER_S = dict(linear=66_000, delta=63_000, delta_rnn=41_000, rdn=35_000, delta_lstm=14_000, transformer=33_000)
-
-def speed_table(rows:list[dict], contexts=(256, 1024)) -> str:
-    "The bench-speed rows as a markdown table next to the paper's GPU figures."
-    head = " | ".join(f"tokens/s @{L} | vs Transformer @{L}" for L in contexts)
-    out = [f"| model | params | {head} | paper (GPU, words/s) | paper vs Transformer |", "|---|---:|" + "---:|" * (2 * len(contexts) + 2)]
-    for r in rows:
-        p = PAPER_WORDS_PER_S.get(r["model"])
-        cells = " | ".join(f"{r[f'tok_s_{L}']:,} | {r.get(f'rel_{L}', float('nan')):.2f}x" for L in contexts)
-        out.append(f"| {r['model']} | {r['params']:,} | {cells} | {p:,} | {p / PAPER_WORDS_PER_S['transformer']:.2f}x |")
-    L = max(contexts)
-    ok = [r["model"] for r in rows if r["model"] in ("linear", "delta") and r.get(f"rel_{L}", 0) > 1]
-    out.append(f"\nAt context {L} faster than the Transformer: {', '.join(ok) or 'none'} (of linear, delta)")
-    return "\n".join(out)
-
-# %% ../../nbs/08_language_modelling.ipynb #a0ddf0b8
-def bench_word(train_file, # the training text (WikiText-2 valid); its last 10% is held out for validation
-               test_file, # the evaluation text (WikiText-2 test)
-               root="runs/bench-word", models=("transformer", "delta"), threads:int=1, cache_dir="data/lm-cache", log=print,
-               **overrides, # `LMTrainConfig` fields on top of the settings below
-              ) -> list[dict]:
-    "Word-level pipeline check: laptop preset, context 64, batch 16, adaptive softmax (cut-offs 2k/6k), 800 steps."
-    rows = []
-    for m in models:
-        kw = {**dict(train_file=str(train_file), test_file=str(test_file), model=m, batch_size=16, steps=800, eval_every=200,
-                     head="adaptive", cutoffs=(2000, 6000), dropout=0.1), **overrides}
-        cfg = make_lm_config("laptop", **kw)
-        r = _run_or_resume(cfg, Path(root) / m, cache_dir, threads, lambda *a: log(f"[{m}]", *a))
-        if r["status"] != "done": log(f"[{m}] stopped at step {r['step']}; run the same command again to continue"); break
-        row = dict(model=m, params=r["n_params"], steps=r["step"], valid_ppl=round(r["valid"]["windows"]["ppl"], 1),
-                   test_ppl_windows=round(r["test"]["windows"]["ppl"], 1), test_ppl_sliding=round(r["test"]["sliding"]["ppl"], 1),
-                   test_ppl_full=round(r["test"]["full"]["ppl"], 1), tokens_per_s=r["tokens_per_s"])
-        rows.append(row); log(json.dumps(row))
-    return rows
-
-def word_table(rows:list[dict]) -> str:
-    "The bench-word rows as a markdown table (the softmax Transformer's full context is its sliding window)."
-    out = ["| model | params | steps | valid ppl | test ppl (windows) | test ppl (sliding) | test ppl (full context) | tokens/s |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    return "\n".join(out + [f"| {r['model']} | {r['params']:,} | {r['steps']} | {r['valid_ppl']} | {r['test_ppl_windows']} | {r['test_ppl_sliding']} | "
-                             f"{'= sliding' if r['model'] == 'transformer' else r['test_ppl_full']} | {r['tokens_per_s']:,} |" for r in rows])
-
 # %% ../../nbs/08_language_modelling.ipynb #lmface02
 LM_DATA = ("data_dir", "train_file", "valid_file", "test_file", "text", "valid_frac")  # the data fields: options of their own (`--train` ...)
 
@@ -621,49 +488,6 @@ def generate_run(a) -> int:
     print(a.prompt + sep + LMData(ck["vocab"], ck["level"], {}).decode(new))
     return 0
 
-
-# %% ../../nbs/08_language_modelling.ipynb #lmface03
-def _bench_options(name:str):
-    "The options of `rfwp bench lm-char|lm-speed|lm-word`."
-    def add(b):
-        b.add_argument("--models", nargs="+", choices=list(LAYERS), help="layer kinds",
-                       default=["transformer", "delta"] if name == "lm-word" else list(BENCH_MODELS))
-        b.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
-        if name == "lm-speed":
-            b.add_argument("--contexts", nargs="+", type=positive_int, default=[256, 1024], help="context lengths")
-            b.add_argument("--tokens", type=positive_int, default=2048, help="tokens per step (batch = tokens // context)")
-            b.add_argument("--repeats", type=positive_int, default=3, help="timed steps after one warm-up (the fastest counts)")
-        else:
-            if name == "lm-char": b.add_argument("--text", default=None, help=f"the tinyshakespeare text file (required; {SHAKESPEARE_HINT})")
-            else: b.add_argument("--data", default=None, help="a folder with wikitext-2.valid.tokens and wikitext-2.test.tokens (required)")
-            b.add_argument("--root", default=f"runs/bench-{name.removeprefix('lm-')}", help="one run folder per model (finished runs are reused, interrupted ones resumed)")
-            b.add_argument("--steps", type=positive_int, default=2000 if name == "lm-char" else 800, help="training steps per model")
-            b.add_argument("--carry-state", action="store_true", help="train with the state carried across steps (see `rfwp train lm --help`)")
-            b.add_argument("--cache-dir", default="data/lm-cache", help="tokenised corpora")
-        b.add_argument("--out", default=None, help="also write the table (markdown) and rows (JSON) to OUT.md / OUT.json")
-    return add
-
-SHAKESPEARE_HINT = "the 1.1 MB file of Karpathy's char-rnn, data/tinyshakespeare/input.txt in github.com/karpathy/char-rnn"
-
-def bench_run(a) -> int:
-    "`rfwp bench lm-char|lm-speed|lm-word`: one of the language-model benchmarks and its table."
-    if a.what == "lm-char":
-        if a.text is None: raise ValueError(f"--text: give the path of the tinyshakespeare text ({SHAKESPEARE_HINT})")
-        if not Path(a.text).is_file(): raise ValueError(f"--text: {a.text} is not a file")
-        rows = bench_char(a.text, a.root, a.models, a.steps, a.threads, a.cache_dir, carry_state=a.carry_state)
-        table = char_table(rows)
-    elif a.what == "lm-speed":
-        rows = bench_speed(a.models, tuple(a.contexts), a.tokens, a.repeats, threads=a.threads)
-        table = speed_table(rows, tuple(a.contexts))
-    else:
-        if a.data is None: raise ValueError("--data: give a folder with wikitext-2.valid.tokens and wikitext-2.test.tokens")
-        rows = bench_word(Path(a.data) / "wikitext-2.valid.tokens", Path(a.data) / "wikitext-2.test.tokens", a.root, a.models, a.threads,
-                          a.cache_dir, steps=a.steps, carry_state=a.carry_state)
-        table = word_table(rows)
-    print(table)
-    if a.out: Path(a.out + ".md").write_text(table + "\n"); Path(a.out + ".json").write_text(json.dumps(rows, indent=1))
-    return 0
-
 register(TaskFace("lm", "language modelling: WikiText-103, local word-level files or any text at character level (`rfwp train lm --help`)",
     LMTrainConfig, LM_PRESETS, LM_RESUMABLE, make_lm_config, train_lm, run_name, eval_run, kind="lm",
     description="Train a language model. Data: WikiText-103 from the Hugging Face hub (default), local wiki.*.tokens files, or a text "
@@ -675,8 +499,4 @@ register(TaskFace("lm", "language modelling: WikiText-103, local word-level file
     options=_options, from_args=_from_args, skip=LM_DATA,
     choices=dict(model=list(LAYERS), head=list(HEADS), impl=list(IMPLS), optimizer=["adam", "adamw"], schedule=["cosine", "constant"]),
     commands={"generate": ("sample text from a language-model checkpoint (needs only the run folder: the vocabulary is in the checkpoint)",
-                           _generate_options, generate_run)},
-    benches={"lm-char": ("language modelling 1: every model on tinyshakespeare, same small config", _bench_options("lm-char"), bench_run),
-             "lm-speed": ("language modelling 2: training throughput of the paper's small WikiText-103 model", _bench_options("lm-speed"), bench_run),
-             "lm-word": ("language modelling 3: word level on the WikiText-2 pair, Delta Net vs Transformer", _bench_options("lm-word"), bench_run)}))
-
+                           _generate_options, generate_run)}))
