@@ -53,7 +53,7 @@ def test_help_lists_every_option():
 def test_help_shows_each_tasks_own_defaults():
     "`rfwp train codeexec --help` shows the values code execution runs with, not ListOps' (they differed before the registry)."
     h = re.sub(r"\s+", " ", train_parser(get_task("codeexec")).format_help())
-    for opt, laptop in (("n-statements", 10), ("n-layers", 3), ("n-train", 50000), ("steps", 4800), ("trace", 1.0), ("eval-every", 400)):
+    for opt, laptop in (("n-statements", 10), ("n-layers", 3), ("n-train", 50000), ("steps", 9600), ("trace", 1.0), ("eval-every", 800)):
         assert re.search(rf"--{opt} .*?\[paper: [^,\]]+, laptop: {laptop}\]", h), opt
     assert "--depth" not in h and "--lang" not in h
     assert "programs of 10 statements" in h and "9-minute" not in h            # the preset's reason for this task, short and current
