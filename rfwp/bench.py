@@ -12,7 +12,7 @@ from .utils import bench, peak_memory, sgemm_gflops
 from .ops.linear import elu_p1, elu_sumnorm
 
 # %% auto #0
-__all__ = ['CASES', 'DEFAULT_SHAPES', 'SEQ_SHAPES', 'make_case', 'delta_rule_flops', 'bench_ops', 'format_table']
+__all__ = ['CASES', 'DEFAULT_SHAPES', 'SEQ_SHAPES', 'make_case', 'rdn_flops', 'delta_rule_flops', 'bench_ops', 'format_table']
 
 # %% ../nbs/10_benchmarks.ipynb #00e54fa5
 def _inputs_delta(B, T, H, D, g):
@@ -63,6 +63,12 @@ def make_case(name:str, # a key of CASES
     return run
 
 # %% ../nbs/10_benchmarks.ipynb #3932a542
+def rdn_flops(B:int, H:int, T:int, D:int) -> float:
+    """FLOPs of one forward+backward of the RDN per step and sequence, counted as the loops of 04c do them: forward 12 D²
+    (h [R_q | R_k | R_v], u = v − Sᵀk, the write, y = Sᵀq), backward 26 D² (δq, δS, the unwrite, δ(βu), δk twice, δS_{t-1},
+    δR and δh for three matrices)."""
+    return 38 * D * D * B * H * T
+
 def delta_rule_flops(B:int, H:int, T:int, Dk:int, Dv:int, C:int=64) -> float:
     "Matmul and triangular-solve FLOPs of one forward+backward of the chunked delta rule."
     N = -(-T // C)
@@ -108,6 +114,8 @@ def bench_ops(ops=tuple(CASES), # which cases to run
                     C = inspect.signature(ops_mod.delta_rule).parameters["chunk_size"].default
                     row["gflops"] = delta_rule_flops(B, H, T, D, D, min(C, T)) / t / 1e9
                     row["sgemm_fraction"] = row["gflops"] / gf
+                if name == "recurrent_delta_rule" and impl != "naive":
+                    row["gflops"] = rdn_flops(B, H, T, D) / t / 1e9; row["sgemm_fraction"] = row["gflops"] / gf
                 rows.append(row)
                 log(f"  {name:22s} B{B} H{H} T{T} D{D} {impl:6s} {t*1e3:10.1f} ms")
             del run; gc.collect()
