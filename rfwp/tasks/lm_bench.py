@@ -1,4 +1,4 @@
-"""`rfwp.tasks.lm_bench`: the three benchmarks of [language modelling](08_language_modelling.ipynb), each one command of `rfwp bench` (`lm-char`, `lm-speed`, `lm-word`): every model on the same small character-level config, the training throughput of the paper's small WikiText-103 model, and a word-level pipeline check.
+"""`rfwp.tasks.lm_bench`: the three benchmarks of language modelling (notebook 08), each one command of `rfwp bench` (`lm-char`, `lm-speed`, `lm-word`): every model on the same small character-level config, the training throughput of the paper's small WikiText-103 model, and a word-level pipeline check.
 
 Docs: https://rfwp.github.io/rfwp/lm_benchmarks.html.md"""
 
